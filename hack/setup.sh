@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One-time setup of a development or CI machine: system packages, the Python
+# environment, and the control-plane test binaries. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    # filesystems and partitions for the agent and kbimg
+    e2fsprogs dosfstools mtools fdisk gdisk util-linux
+    # grub-editenv is the reference the agent's grubenv writer is checked against
+    grub-common
+    # TLS test servers and helpers
+    openssl curl
+)
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q -U pip
+.venv/bin/pip install -q -e '.[dev]'
