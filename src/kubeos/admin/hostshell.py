@@ -17,11 +17,12 @@ Differences from the reference (Go) tool, each on purpose:
 
 * It refuses to run unless the effective uid is 0; the reference logs and carries on into a
   confusing nsenter failure.
-* It checks that host PID 1 is really in other namespaces (a pod without ``hostPID: true`` sees
-  its own init as PID 1, and "entering" it would silently give a shell in the container).
-* The parent PID is read from ``/proc/self/status`` rather than ``getppid()``: both are the same
-  under ``hostPID: true``, but the status file numbers the parent in the namespace of the
-  ``/proc`` we build ``R`` from, so ``R`` stays right whenever ``/proc`` is the host's.
+* It checks that it shares the PID namespace that ``/proc`` shows and that PID 1 is in another
+  mount namespace, and says "hostPID: true" when not. Without hostPID, PID 1 is the container's
+  own init and "entering" it silently gives a shell in the container; with a PID namespace of
+  its own but the host's ``/proc``, ``R`` would name the wrong process, ``nsenter -a`` skips
+  every namespace (it looks itself up as ``/proc/<getpid()>``) and the kernel refuses to join
+  an ancestor PID namespace anyway.
 * Empty PATH/LD_LIBRARY_PATH entries are dropped: the reference's ``$LD_LIBRARY_PATH:...`` with an
   unset variable yields a leading empty entry, which the loader reads as the current directory.
 * The interactive shell is the host's ``/bin/bash`` when the host has one, and the container's
@@ -116,32 +117,6 @@ def join_search_path(first: str | None, root: str, subdirs: Sequence[str]) -> st
     return ":".join(entries)
 
 
-def parent_pid(proc: str = "/proc") -> int:
-    """The parent's PID as numbered by the PID namespace that ``proc`` is mounted for.
-
-    ``getppid()`` numbers it in hostshell's own PID namespace, which differs from the host's
-    whenever the container has a PID namespace of its own but the host's ``/proc``.
-    """
-    status_path = os.path.join(proc, "self", "status")
-    try:
-        with open(status_path, encoding="utf-8") as status:
-            for line in status:
-                key, _, value = line.partition(":")
-                if key == "PPid":
-                    ppid = int(value.strip())
-                    break
-            else:
-                raise HostshellError(f"no PPid line in {status_path}")
-    except OSError as err:
-        raise HostshellError(f"cannot read {status_path}: {err.strerror}") from err
-    if ppid <= 0:
-        raise HostshellError(
-            f"the parent process is not visible in {proc}: hostshell needs the host's /proc "
-            "(run the admin container with hostPID: true)"
-        )
-    return ppid
-
-
 def resolve_in_root(root: str, path: str, max_links: int = 40) -> str | None:
     """Resolve ``path`` as if ``root`` were ``/``, returning the real path or None if missing.
 
@@ -211,26 +186,27 @@ def find_nsenter(candidates: Sequence[str] = NSENTER_PATHS) -> str:
 
 
 def check_host_namespaces(proc: str = "/proc") -> None:
-    """Refuse when PID 1 is not in other namespaces than ours, or cannot be inspected.
+    """Refuse unless we share the PID namespace of ``proc`` and PID 1 is in another mount one.
 
-    Without ``hostPID: true`` PID 1 is the container's own init: nsenter would succeed and hand
-    out a "host" shell that is really the container. Run on the host itself, the same test fails,
-    and there is nothing to enter.
+    Both conditions are what ``hostPID: true`` gives a pod. Run on the host itself, the mount
+    test fails too, and there is nothing to enter.
     """
-    own = os.path.join(proc, "self", "ns", "mnt")
-    init = os.path.join(proc, "1", "ns", "mnt")
+    hint = "the admin container must run privileged with hostPID: true"
     try:
-        same = os.readlink(own) == os.readlink(init)
+        proc_pid = int(os.readlink(os.path.join(proc, "self")))
+        same_mnt = os.readlink(os.path.join(proc, "self", "ns", "mnt")) == os.readlink(
+            os.path.join(proc, "1", "ns", "mnt"))
     except OSError as err:
         raise HostshellError(
-            f"cannot inspect the namespaces of PID 1 ({err.filename}: {err.strerror}): "
-            "hostshell needs a privileged admin container with hostPID: true"
-        ) from err
-    if same:
+            f"cannot inspect {err.filename} ({err.strerror}): {hint}") from err
+    if proc_pid != os.getpid():
         raise HostshellError(
-            "PID 1 shares this process's mount namespace, so there is no host to enter: the "
-            "admin container must run with hostPID: true (or you are on the host already)"
-        )
+            f"this process is PID {os.getpid()} in a PID namespace of its own but "
+            f"PID {proc_pid} in {proc}, so PID 1 there cannot be entered: {hint}")
+    if same_mnt:
+        raise HostshellError(
+            f"PID 1 shares this process's mount namespace, so there is no host to enter: {hint} "
+            "(or you are on the host already)")
 
 
 def make_plan(
@@ -244,7 +220,7 @@ def make_plan(
     The environment given to nsenter is the shell's whole environment: nsenter passes it on, so
     nothing else from the container (SSH_*, LANG, container variables) leaks onto the host.
     """
-    container_root = os.path.join(proc, str(parent_pid(proc)), "root")
+    container_root = os.path.join(proc, str(os.getppid()), "root")
     if not os.path.isdir(container_root):
         raise HostshellError(f"cannot see the admin container's root at {container_root}")
     env = {
