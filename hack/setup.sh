@@ -29,3 +29,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q -U pip
 .venv/bin/pip install -q -e '.[dev]'
+
+# Control-plane binaries (etcd, kube-apiserver, kube-controller-manager) for the cluster tests
+# and the simulator: built once from Go modules into ~/.cache/kubeos/envtest/ (docs/envtest.md).
+bash hack/envtest-build.sh
