@@ -1,0 +1,21 @@
+"""``os-agent``: the node agent's command line. Each subcommand registers itself."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from kubeos.agent.settings import command as settings_command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="os-agent", description="KubeOS node agent")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    settings_command.add_parser(subparsers)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""``kubernetes.kubelet``: dotted keys in the kubelet's YAML config, edited with ruamel.yaml.
+
+The round-trip loader keeps comments, key order, quoting and blank lines, and the dumper is set
+to the file's own indentation and never re-wraps long lines, so only the edited keys change
+(the reference re-serialised the document and lost every comment). A file that nothing in the
+request changes is not rewritten at all. A replaced string keeps its quoting style.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import MutableMapping
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scalarstring import ScalarString
+from ruamel.yaml.util import load_yaml_guess_indent
+
+from kubeos.agent.settings import rules, tree
+from kubeos.agent.settings.errors import ParseError
+from kubeos.agent.settings.model import Context, Outcome
+from kubeos.agent.settings.paths import node_path
+from kubeos.agent.settings.request import ConfigRequest, Content, JsonValue
+from kubeos.agent.settings.result import FileChange, SettingsWarning, restart
+
+DEFAULT_KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
+_NO_WRAP = 1 << 16
+
+
+class KubernetesKubelet:
+    """Edits the kubelet config (created if missing); the kubelet must then restart."""
+
+    name = "kubernetes.kubelet"
+    effect = restart("kubelet")
+
+    def apply(self, config: ConfigRequest, ctx: Context) -> Outcome:
+        node = node_path(self.name, config.configpath, DEFAULT_KUBELET_CONFIG)
+        out = Outcome()
+
+        def warn(key: str, message: str) -> None:
+            out.warnings.append(SettingsWarning(self.name, key, message, node))
+
+        before = ctx.stage.read(node, model=self.name)
+        try:
+            after = edit_yaml(before or "", config.contents, warn)
+        except YAMLError as exc:
+            line = None
+            if isinstance(exc, MarkedYAMLError) and exc.problem_mark is not None:
+                line = exc.problem_mark.line + 1
+            raise ParseError(f"cannot parse YAML: {_first_line(exc)}", model=self.name,
+                             file=node, line=line) from exc
+        except _NotAMapping as exc:
+            raise ParseError(str(exc), model=self.name, file=node) from exc
+        ctx.stage.write(node, after, model=self.name)
+        out.files.append(FileChange(node, before, after))
+        return out
+
+
+class _NotAMapping(Exception):
+    pass
+
+
+def edit_yaml(text: str, contents: tuple[Content, ...], warn: rules.Warn) -> str:
+    """Apply ``contents`` to YAML text; unchanged documents come back byte for byte."""
+    yaml = _yaml(text)
+    doc = yaml.load(text)
+    prefix = ""
+    if doc is None:
+        # Empty or comments only: keep those comments above the new keys.
+        doc = CommentedMap()
+        prefix = text if not text or text.endswith("\n") else text + "\n"
+        if prefix.strip() == "":
+            prefix = ""
+    if not isinstance(doc, MutableMapping):
+        raise _NotAMapping(f"top level is a {type(doc).__name__}, not a mapping")
+    ops = tree.TreeOps(convert=_convert, nest=_nest, assign=_assign, null_is_mapping=True)
+    if not tree.apply_contents(doc, contents, ops, warn):
+        return text
+    buffer = io.StringIO()
+    yaml.dump(doc, buffer)
+    return prefix + buffer.getvalue()
+
+
+def _yaml(text: str) -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = _NO_WRAP
+    if text.strip():
+        try:
+            _, indent, block_seq_indent = load_yaml_guess_indent(text)
+        except YAMLError:
+            indent, block_seq_indent = None, None
+        mapping = indent or 2
+        offset = block_seq_indent or 0
+        yaml.indent(mapping=mapping, sequence=mapping, offset=offset)
+    else:
+        yaml.indent(mapping=2, sequence=2, offset=0)
+    if text.lstrip().startswith("---"):
+        yaml.explicit_start = True
+    return yaml
+
+
+def _convert(value: JsonValue, key: str) -> Any:
+    if isinstance(value, dict):
+        mapping = CommentedMap()
+        for k, v in value.items():
+            mapping[k] = _convert(v, key)
+        return mapping
+    if isinstance(value, list):
+        return CommentedSeq(_convert(v, key) for v in value)
+    return value
+
+
+def _assign(parent: MutableMapping[Any, Any], segment: str, value: Any) -> None:
+    existing = parent[segment]
+    if isinstance(existing, ScalarString) and isinstance(value, str):
+        value = type(existing)(value)
+    parent[segment] = value
+
+
+def _nest(parent: MutableMapping[Any, Any], segments: tuple[str, ...], value: Any) -> None:
+    for segment in reversed(segments[1:]):
+        mapping = CommentedMap()
+        mapping[segment] = value
+        value = mapping
+    parent[segments[0]] = value
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
