@@ -9,6 +9,8 @@ APT_PACKAGES=(
     e2fsprogs dosfstools mtools fdisk gdisk util-linux
     # grub-editenv is the reference the agent's grubenv writer is checked against
     grub-common
+    # kbimg: GRUB EFI modules for grub-mkimage, Debian roots, qcow2 output
+    grub-efi-amd64-bin mmdebstrap qemu-utils
     # TLS test servers and helpers
     openssl curl
 )

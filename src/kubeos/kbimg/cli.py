@@ -1,0 +1,68 @@
+"""``kbimg create -f kbimg.toml vm-img|pxe-img|upgrade-img|admin-container [--output DIR]``.
+
+Same command line as the reference (``-d/--debug``, ``-f/--file``), plus ``--output`` (default
+``./scripts-auto`` as the reference, but earlier artifacts there are kept). Errors are one line
+naming the table and key, exit status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+import kubeos
+from kubeos.kbimg import build as builder
+from kubeos.kbimg import config
+from kubeos.kbimg.errors import KbimgError
+
+_err = Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(kubeos.__version__, "-V", "--version", prog_name="kbimg")
+@click.option("-d", "--debug", is_flag=True, help="Show tracebacks of failures.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Build KubeOS images: VM disk, PXE, upgrade image, admin container."""
+    ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.option("-f", "--file", "file", required=True, type=click.Path(path_type=Path),
+              help="kbimg.toml")
+@click.option("-o", "--output", default=Path("scripts-auto"), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Artifact directory.")
+@click.argument("kind", type=click.Choice(config.IMAGE_KINDS))
+@click.pass_context
+def create(ctx: click.Context, file: Path, output: Path, kind: config.ImageKind) -> None:
+    """Create an image of KIND from the kbimg.toml FILE."""
+    started = time.monotonic()
+    try:
+        cfg = config.load(file)
+        for warning in cfg.warnings:
+            _err.print(f"[yellow]warning:[/] {warning}")
+        with _err.status("starting", spinner="dots") as status:
+
+            def step(text: str) -> None:
+                elapsed = time.monotonic() - started
+                _err.log(f"{text}  [dim]({elapsed:.1f}s)[/]", _stack_offset=2)
+                status.update(text)
+
+            artifacts = builder.build(cfg, kind, output, step)
+    except KbimgError as exc:
+        if ctx.obj.get("debug"):
+            _err.print_exception()
+        _err.print(f"[red]error:[/] {exc}", highlight=False, markup=False)
+        sys.exit(1)
+    total = time.monotonic() - started
+    for path in artifacts:
+        click.echo(str(path))
+    _err.print(f"[green]done[/] {kind} in {total:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

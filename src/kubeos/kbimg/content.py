@@ -1,0 +1,256 @@
+"""What kbimg puts into a root tree, in the reference order (§7.3 install_misc, custom steps,
+set_in_chroot), done in Python on the tree instead of by a generated script in a chroot.
+
+Only ``[chroot_script]`` runs code from the image (and so needs root); everything else is file
+editing that cannot be steered by the values in kbimg.toml beyond the file contents.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import kubeos
+from kubeos.kbimg import grub, units
+from kubeos.kbimg.commands import run
+from kubeos.kbimg.config import Config, FromDockerImg
+from kubeos.kbimg.errors import BuildError
+from kubeos.kbimg.inroot import makedirs, resolve
+from kubeos.kbimg.sandbox import run_sandboxed
+from kubeos.kbimg.users import add_users, set_root_password
+
+AGENT_UNIT_SRC = Path(kubeos.__file__).parent / "agent" / "systemd"
+AGENT_PYTHON_DIR = "/usr/lib/kubeos/python"
+PERSIST_DIRS = ("var", "etc", "etcwork", "opt", "optwork", "etc/KubeOS/certs")
+ESP_IN_ROOT = "/boot/efi"
+
+# Used only when the agent's own unit directory does not provide os-agent.service.
+DEFAULT_AGENT_UNIT = """[Unit]
+Description=KubeOS os-agent
+After=network-online.target persist.mount
+Wants=network-online.target
+
+[Service]
+ExecStart=/usr/bin/os-agent
+Restart=always
+RestartSec=3
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+AGENT_LAUNCHER = f"""#!/usr/bin/python3
+# os-agent launcher written by kbimg: runs the kubeos package copied into the image.
+import runpy
+import sys
+
+sys.path.insert(0, "{AGENT_PYTHON_DIR}")
+runpy.run_module("kubeos.agent", run_name="__main__", alter_sys=True)
+"""
+
+Step = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+def install_agent(root: Path) -> None:
+    """The agent as Python source plus a launcher. Kept in one function so that a release can
+    swap it for installing the project's wheel."""
+    dest = makedirs(root, AGENT_PYTHON_DIR) / "kubeos"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(Path(kubeos.__file__).parent, dest,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    launcher = makedirs(root, "/usr/bin") / "os-agent"
+    launcher.write_text(AGENT_LAUNCHER)
+    os.chmod(launcher, 0o755)
+
+
+def install_units(root: Path) -> list[str]:
+    """Mount units and the agent's units; returns the units to enable."""
+    for name, text in units.MOUNT_UNITS.items():
+        units.write_unit(root, name, text)
+    enable = list(units.ENABLED_MOUNTS)
+    agent_units = sorted(AGENT_UNIT_SRC.glob("*")) if AGENT_UNIT_SRC.is_dir() else []
+    names = {p.name for p in agent_units}
+    if "os-agent.service" not in names:
+        units.write_unit(root, "os-agent.service", DEFAULT_AGENT_UNIT)
+        enable.append("os-agent.service")
+    for src in agent_units:
+        if not src.is_file() or src.name.startswith(("_", ".")) or src.suffix == ".py":
+            continue
+        text = src.read_text()
+        units.write_unit(root, src.name, text)
+        if units.has_install_section(text) and not src.name.split(".")[0].endswith("@"):
+            enable.append(src.name)
+    return enable
+
+
+def write_os_release(root: Path, version: str) -> None:
+    """/usr/lib/os-release with PRETTY_NAME="KubeOS <version>"; /etc/os-release removed (the
+    /etc overlay would otherwise keep a stale copy across upgrades)."""
+    etc = resolve(root, "/etc/os-release", follow_last=False)
+    if etc.is_symlink() or etc.exists():
+        etc.unlink()
+    target = makedirs(root, "/usr/lib") / "os-release"
+    if target.is_symlink():
+        target.unlink()
+    target.write_text(
+        f'NAME="KubeOS"\nID=kubeos\nPRETTY_NAME="KubeOS {version}"\nVERSION_ID="{version}"\n'
+    )
+    os.chmod(target, 0o644)
+
+
+def normalize_kernel(root: Path, *, required: bool) -> None:
+    """Name the kernel /boot/vmlinuz and the initramfs /boot/initramfs.img, as grub.cfg expects."""
+    boot = resolve(root, "/boot")
+    if not boot.is_dir():
+        if required:
+            raise BuildError("the root has no /boot with a kernel (vmlinuz-*)")
+        return
+    pairs = (("vmlinuz", ("vmlinuz-*",)),
+             ("initramfs.img", ("initramfs-*.img", "initrd.img-*", "initrd-*")))
+    for final, patterns in pairs:
+        dest = boot / final
+        if dest.is_file() and not dest.is_symlink():
+            continue
+        found = sorted({p for pat in patterns for p in boot.glob(pat)
+                        if p.is_file() and not p.is_symlink() and "rescue" not in p.name})
+        if len(found) > 1:
+            raise BuildError(f"the root has several kernels/initramfs in /boot: "
+                             f"{', '.join(p.name for p in found)}; keep exactly one")
+        if not found:
+            if required:
+                raise BuildError(f"the root has no /boot/{patterns[0]}: the image could not boot")
+            continue
+        if dest.is_symlink():
+            dest.unlink()
+        found[0].rename(dest)
+    for link in ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"):
+        host = resolve(root, f"/{link}", follow_last=False)
+        if host.is_symlink():
+            host.unlink()
+
+
+def install_grub_config(root: Path, grub_passwd: str | None) -> None:
+    """grub.cfg (root by LABEL, for payloads; disks get a PARTUUID one) and the hashed password."""
+    esp = makedirs(root, f"{ESP_IN_ROOT}/{grub.ESP_DIR}")
+    (esp / "grub.cfg").write_text(grub.grub_cfg(grub.RootRef.by_label()))
+    if grub_passwd:
+        fd = os.open(esp / "user.cfg", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(grub.user_cfg(grub_passwd))
+
+
+def copy_files(root: Path, cfg: Config) -> None:
+    """``[[copy_files]]``: ``cp -r src <root>/dst`` after an optional ``mkdir -p create_dir``."""
+    for i, item in enumerate(cfg.copy_files):
+        if item.create_dir:
+            makedirs(root, item.create_dir)
+        parent, _, name = item.dst.rstrip("/").rpartition("/")
+        target = resolve(root, item.dst) if item.dst.rstrip("/") else root
+        if not target.is_dir():
+            if not resolve(root, parent or "/").is_dir():
+                raise BuildError(f"copy_files[{i}].dst: directory {parent or '/'!r} does not "
+                                 "exist in the image (use create_dir)")
+            target = resolve(root, parent or "/") / name
+        run(["cp", "-r", "--preserve=mode,timestamps", "--no-dereference", "--",
+             item.src, target])
+
+
+def run_chroot_script(root: Path, cfg: Config) -> None:
+    """``[chroot_script]``: the only step that executes image code; sandboxed, needs root."""
+    script = cfg.chroot_script
+    if script is None:
+        return
+    name = script.path.name
+    dest = resolve(root, f"/{name}")
+    shutil.copyfile(script.path, dest)
+    os.chmod(dest, 0o700)
+    shell = "/bin/bash" if resolve(root, "/bin/bash").exists() else "/bin/sh"
+    try:
+        run_sandboxed(root, [shell, f"/{name}"], chroot=True)
+    finally:
+        if script.rm and dest.exists():
+            dest.unlink()
+
+
+def _tmpfiles_escape(path: str) -> str:
+    return "".join(c if c.isalnum() or c in "/._-+@" else f"\\x{ord(c):02x}" for c in path)
+
+
+def write_var_tmpfiles(root: Path) -> None:
+    """/persist/var starts empty: record /var in tmpfiles.d (+ factory copies) so systemd
+    repopulates it on first boot, as the reference does."""
+    var = resolve(root, "/var")
+    if not var.is_dir():
+        return
+    factory = makedirs(root, "/usr/share/factory/var")
+    lines = ["# Written by kbimg: recreates /var on the empty /persist/var."]
+    for dirpath, dirnames, filenames in os.walk(var):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(var)
+        for entry in [*sorted(dirnames), *sorted(filenames)]:
+            host = Path(dirpath) / entry
+            rel = rel_dir / entry
+            image = _tmpfiles_escape(f"/var/{rel}")
+            st = host.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                lines.append(f"L {image} - - - - {_tmpfiles_escape(os.readlink(host))}")
+            elif stat.S_ISDIR(st.st_mode):
+                lines.append(f"d {image} {stat.S_IMODE(st.st_mode):04o} {st.st_uid} "
+                             f"{st.st_gid} -")
+            elif stat.S_ISREG(st.st_mode):
+                copy = factory / rel
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(host, copy, follow_symlinks=False)
+                lines.append(f"C {image} - - - - /usr/share/factory/var/"
+                             f"{_tmpfiles_escape(str(rel))}")
+    conf = makedirs(root, "/usr/lib/tmpfiles.d") / "kubeos-var.conf"
+    conf.write_text("\n".join(lines) + "\n")
+
+
+def enable_services(root: Path, cfg: Config, own_units: list[str]) -> None:
+    for name in own_units:
+        units.enable(root, name, where="kbimg units")
+    if units.find_unit(root, "kubelet.service") is not None:
+        units.enable(root, "kubelet.service", where="kubelet")
+    for name in cfg.systemd_services:
+        units.enable(root, name)
+
+
+def customize(root: Path, cfg: Config, *, kernel_required: bool, step: Step = _noop) -> None:
+    """All content steps on a root tree that a source has produced."""
+    step("installing the agent and units")
+    install_agent(root)
+    own_units = install_units(root)
+    if not isinstance(cfg.source, FromDockerImg):
+        write_os_release(root, cfg.version)
+    normalize_kernel(root, required=kernel_required)
+    install_grub_config(root, cfg.grub_passwd)
+    for directory in ("/persist", "/opt/cni", ESP_IN_ROOT):
+        makedirs(root, directory)
+    step("applying copy_files")
+    copy_files(root, cfg)
+    if cfg.chroot_script is not None:
+        step("running chroot_script")
+        run_chroot_script(root, cfg)
+    step("users, services and /var")
+    if cfg.root_passwd:
+        set_root_password(root, cfg.root_passwd)
+    add_users(root, cfg.users)
+    enable_services(root, cfg, own_units)
+    write_var_tmpfiles(root)
+
+
+def make_persist_tree(path: Path, extra: tuple[str, ...]) -> None:
+    """Content of the PERSIST partition: overlay upper/work dirs, /var, certs, persist_mkdir."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in (*PERSIST_DIRS, *extra):
+        (path / name).mkdir(parents=True, exist_ok=True)
+    os.chmod(path / "etc/KubeOS/certs", 0o700)
