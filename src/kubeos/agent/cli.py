@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from kubeos.agent.server import command as serve_command
 from kubeos.agent.settings import command as settings_command
 
 
@@ -12,6 +13,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="os-agent", description="KubeOS node agent")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     settings_command.add_parser(subparsers)
+    serve_command.add_parser(subparsers)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -1,0 +1,60 @@
+"""The boot manager: which slot is booted, where the slots are, and the grubenv variables of
+``docs/boot-contract.md`` (``saved_entry``, ``next_entry``, ``boot_trial``, ``kubeos_rollback``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from kubeos.agent.boot.grubenv import GrubEnv, edit_grubenv, read_grubenv
+from kubeos.agent.boot.mountinfo import root_mount
+from kubeos.agent.boot.mounts import mounted
+from kubeos.agent.boot.partitions import BlockDevices, SlotLayout
+from kubeos.agent.boot.rootfs import RootInfo, inspect_root
+from kubeos.agent.hostpaths import HostPaths
+
+SAVED_ENTRY = "saved_entry"
+NEXT_ENTRY = "next_entry"
+BOOT_TRIAL = "boot_trial"
+ROLLBACK = "kubeos_rollback"
+
+
+@dataclass(frozen=True)
+class BootState:
+    """grubenv as the contract reads it."""
+
+    saved: str  # committed slot; GRUB's default is the first entry, A
+    next: str | None
+    trial: str | None
+    rollback: str | None
+
+    @classmethod
+    def of(cls, env: GrubEnv) -> BootState:
+        return cls(
+            saved=env.get(SAVED_ENTRY) or "A",
+            next=env.get(NEXT_ENTRY) or None,
+            trial=env.get(BOOT_TRIAL) or None,
+            rollback=env.get(ROLLBACK) or None,
+        )
+
+
+class BootManager:
+    def __init__(self, paths: HostPaths) -> None:
+        self.paths = paths
+        self._devices = BlockDevices(paths.sysfs, paths.devfs)
+
+    def layout(self) -> SlotLayout:
+        return self._devices.layout(root_mount(self.paths.mountinfo).devno)
+
+    def state(self) -> BootState:
+        return BootState.of(read_grubenv(self.paths.grubenv))
+
+    def edit(self, **values: str | None) -> BootState:
+        """Set (or, with None, unset) grubenv variables atomically."""
+        return BootState.of(edit_grubenv(self.paths.grubenv, values))
+
+    def inspect(self, layout: SlotLayout, slot: str) -> RootInfo:
+        """Check that ``slot`` holds a bootable root; the booted slot is read in place."""
+        if slot == layout.booted:
+            return inspect_root(self.paths.root)
+        with mounted(layout.slots[slot].device, self.paths.mount_dir, readonly=True) as root:
+            return inspect_root(root)

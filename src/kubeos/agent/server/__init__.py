@@ -1,0 +1,1 @@
+"""``os-agent serve``: the agent daemon's entry point."""

@@ -1,0 +1,1 @@
+"""Upgrade sources: fetch, verify and write a new root into the inactive slot."""

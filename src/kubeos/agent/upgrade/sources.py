@@ -1,0 +1,54 @@
+"""Upgrade sources keyed by ``image_type``.
+
+``disk`` is implemented here; ``docker`` and ``containerd`` (pull an image, take its rootfs)
+are registered as "not supported yet" so that the protocol answer is clear and adding them is
+one entry in :data:`SOURCES`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from kubeos.agent.errors import InvalidRequestError, UnsupportedError
+from kubeos.agent.messages import UpgradeRequest
+from kubeos.agent.upgrade.disk import DiskImageSource
+from kubeos.agent.upgrade.target import StagedImage, StagingTarget
+
+
+class UpgradeSource(Protocol):
+    image_type: str
+
+    def validate(self, request: UpgradeRequest) -> None:
+        """Refuse a bad request before anything is touched."""
+
+    def stage(self, request: UpgradeRequest, target: StagingTarget) -> StagedImage:
+        """Write and verify the new root in ``target``; never touches the boot entry."""
+        ...
+
+
+class NotSupportedYet:
+    """Placeholder for a source another change will add."""
+
+    def __init__(self, image_type: str) -> None:
+        self.image_type = image_type
+
+    def validate(self, request: UpgradeRequest) -> None:
+        raise UnsupportedError(f'image type "{self.image_type}" is not supported yet')
+
+    def stage(self, request: UpgradeRequest, target: StagingTarget) -> StagedImage:
+        self.validate(request)
+        raise AssertionError("unreachable")
+
+
+SOURCES: dict[str, UpgradeSource] = {
+    "disk": DiskImageSource(),
+    "docker": NotSupportedYet("docker"),
+    "containerd": NotSupportedYet("containerd"),
+}
+
+
+def source_for(image_type: str) -> UpgradeSource:
+    try:
+        return SOURCES[image_type]
+    except KeyError:
+        raise InvalidRequestError(f'Invalid image type "{image_type}"') from None
