@@ -40,6 +40,8 @@ class PlannedWrite:
     original: bytes | None
     in_place: bool = False
     model: str | None = None
+    label: str | None = None
+    """The node path, for messages (``path`` may be under a ``--root``)."""
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = DEFAULT_MODE) -> None:
@@ -98,12 +100,12 @@ def commit(writes: Sequence[PlannedWrite]) -> None:
             not_restored = _restore([*done, write])
             detail = f"could not write: {exc.strerror or exc}; "
             if not_restored:
-                detail += "could NOT restore: " + ", ".join(str(p) for p in not_restored)
+                detail += "could NOT restore: " + ", ".join(not_restored)
             elif done:
                 detail += "files already replaced were restored"
             else:
                 detail += "nothing was changed"
-            raise WriteError(detail, model=write.model, file=write.path) from exc
+            raise WriteError(detail, model=write.model, file=write.label or write.path) from exc
         done.append(write)
 
 
@@ -114,10 +116,12 @@ def _perform(path: Path, data: bytes, in_place: bool) -> None:
         atomic_write(path, data)
 
 
-def _restore(done: Sequence[PlannedWrite]) -> list[Path]:
-    failed: list[Path] = []
+def _restore(done: Sequence[PlannedWrite]) -> list[str]:
+    failed: list[str] = []
     for write in reversed(done):
         try:
+            if _current(write.path) == write.original:
+                continue
             if write.original is None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(write.path)
@@ -125,8 +129,15 @@ def _restore(done: Sequence[PlannedWrite]) -> list[Path]:
             else:
                 _perform(write.path, write.original, write.in_place)
         except OSError:
-            failed.append(write.path)
+            failed.append(write.label or str(write.path))
     return failed
+
+
+def _current(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _sync_dir(directory: Path) -> None:

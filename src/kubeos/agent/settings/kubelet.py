@@ -87,19 +87,34 @@ def _yaml(text: str) -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = _NO_WRAP
+    sequence, offset = 2, 0
     if text.strip():
         try:
-            _, indent, block_seq_indent = load_yaml_guess_indent(text)
+            _, guessed, block_seq_indent = load_yaml_guess_indent(text)
         except YAMLError:
-            indent, block_seq_indent = None, None
-        mapping = indent or 2
-        offset = block_seq_indent or 0
-        yaml.indent(mapping=mapping, sequence=mapping, offset=offset)
-    else:
-        yaml.indent(mapping=2, sequence=2, offset=0)
+            guessed, block_seq_indent = None, None
+        if guessed and block_seq_indent is not None:
+            # ruamel's guess is the *sequence* indent (dash offset + 2) when there are lists.
+            sequence, offset = guessed, block_seq_indent
+    yaml.indent(mapping=_mapping_indent(text), sequence=sequence, offset=offset)
     if text.lstrip().startswith("---"):
         yaml.explicit_start = True
     return yaml
+
+
+def _mapping_indent(text: str) -> int:
+    """Indentation of the first nested mapping key (2 when there is none)."""
+    previous: tuple[int, str] | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        if (previous is not None and indent > previous[0] and previous[1].endswith(":")
+                and not stripped.startswith("- ") and not previous[1].startswith("- ")):
+            return indent - previous[0]
+        previous = (indent, stripped.split(" #")[0].rstrip())
+    return 2
 
 
 def _convert(value: JsonValue, key: str) -> Any:

@@ -37,6 +37,7 @@ class _Entry:
     text: str | None
     in_place: bool
     model: str
+    node: PurePosixPath
 
 
 class Stage:
@@ -86,7 +87,7 @@ class Stage:
             data = encode(entry.text)
             if data != entry.original:
                 writes.append(PlannedWrite(entry.real, data, entry.original, entry.in_place,
-                                           entry.model))
+                                           entry.model, str(entry.node)))
         return writes
 
     def _entry(self, node: PurePosixPath, *, model: str, in_place: bool) -> _Entry:
@@ -95,7 +96,7 @@ class Stage:
         if entry is None:
             original = _read_bytes(real, model=model, node=node)
             text = decode(original) if original is not None else None
-            entry = _Entry(real, original, text, in_place, model)
+            entry = _Entry(real, original, text, in_place, model, node)
             self._entries[real] = entry
         return entry
 
