@@ -60,8 +60,12 @@ def work_dir(output: Path) -> Iterator[Path]:
 
 
 def publish(work: Path, output: Path, names: list[str]) -> list[Path]:
-    """Move finished artifacts from the work dir to their final names, each atomically."""
-    published = []
+    """Move finished artifacts from the work dir to their final names, each atomically.
+
+    Earlier artifacts of the same names are removed first, so an interruption here leaves a
+    subset of this build's artifacts, never a mix of two builds (a kubeos.tar next to the
+    checksum of another one). Artifacts of other names are not touched.
+    """
     for name in names:
         src = work / name
         if not src.exists():
@@ -69,8 +73,12 @@ def publish(work: Path, output: Path, names: list[str]) -> list[Path]:
         os.chmod(src, 0o640 if src.is_file() else 0o750)
         with open(src, "rb") as f:
             os.fsync(f.fileno())
+    for name in names:
+        (output / name).unlink(missing_ok=True)
+    published = []
+    for name in names:
         dest = output / name
-        os.replace(src, dest)
+        os.replace(work / name, dest)
         published.append(dest)
     dir_fd = os.open(output, os.O_RDONLY | os.O_DIRECTORY)
     try:
