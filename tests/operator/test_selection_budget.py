@@ -6,7 +6,7 @@ import pytest
 
 from kubeos.api import labels
 from kubeos.operator.budget import max_unavailable
-from kubeos.operator.selection import overlapping, selects, selectors_overlap
+from kubeos.operator.selection import overlapping, selectors_overlap, selects
 
 from .builders import make_os
 

@@ -103,4 +103,4 @@ def test_grub_swap_is_a_deep_copy() -> None:
         "grub.cmdline.next", "grub.cmdline.current", "kernel.sysctl"
     ]
     assert [c.contents[0].key for c in swapped.configs] == ["a", "b", "c"]
-    assert [c.model for c in original.configs][0] == "grub.cmdline.current"
+    assert next(c.model for c in original.configs) == "grub.cmdline.current"
