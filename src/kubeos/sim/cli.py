@@ -28,7 +28,8 @@ def main() -> None:
     "--kubeconfig-out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write a self-contained admin kubeconfig here (certificates embedded); removed on exit.",
+    help="Also write a self-contained admin kubeconfig here (certificates embedded); "
+    "removed on exit.",
 )
 @click.option(
     "--crd-dir",
