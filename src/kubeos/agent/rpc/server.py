@@ -104,6 +104,7 @@ class RpcServer:
         self._allowed = allowed_uids if allowed_uids is not None else frozenset({0, os.geteuid()})
         self._read_timeout = read_timeout
         self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         sock = bind_private_socket(self.socket_path)
@@ -123,31 +124,38 @@ class RpcServer:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
         try:
             sock = writer.get_extra_info("socket")
             uid = peer_uid(sock)
-            if uid not in self._allowed:
-                log.warning("refused connection from uid %d", uid)
-                writer.write(
-                    error_message(None, AgentError("permission denied", code=PERMISSION_DENIED))
-                )
-                await writer.drain()
-                return
-            await self._read_loop(reader, writer)
+            allowed = uid in self._allowed
+            if not allowed:
+                log.warning("refusing requests from uid %d", uid)
+            await self._read_loop(reader, writer, allowed=allowed)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            if task is not None:
+                self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _read_loop(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, allowed: bool
+    ) -> None:
         scanner = FrameScanner()
         while True:
             try:
@@ -164,6 +172,12 @@ class RpcServer:
                 await writer.drain()
                 return
             for frame in frames:
+                if not allowed:
+                    # answer (so the caller learns why) but run nothing, then hang up
+                    denied = AgentError("permission denied", code=PERMISSION_DENIED)
+                    writer.write(error_message(request_id_of(frame), denied))
+                    await writer.drain()
+                    return
                 response = await self._handle_frame(frame)
                 if response is not None:
                     writer.write(response)

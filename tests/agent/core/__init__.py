@@ -1,0 +1,1 @@
+"""Tests of the os-agent core: RPC, boot manager, disk-image upgrade (issue 5)."""
