@@ -135,9 +135,13 @@ def test_second_build_waits_for_none_and_fails_fast_on_lock(tmp_path: Path) -> N
     from kubeos.kbimg.errors import BuildError
 
     out = tmp_path / "out"
-    with workspace.locked_output(out):
-        with pytest.raises(BuildError, match="another kbimg build is using"):
-            with workspace.locked_output(out):
-                pass
+    held = workspace.locked_output(out)
+    held.__enter__()
+    try:
+        with pytest.raises(BuildError, match="another kbimg build"), \
+                workspace.locked_output(out):
+            pass
+    finally:
+        held.__exit__(None, None, None)
     with workspace.locked_output(out):  # released on close, never stale
         pass
