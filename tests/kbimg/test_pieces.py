@@ -170,7 +170,8 @@ def test_enable_units_from_install_section(tmp_path: Path) -> None:
     (d / "a.service").write_text("[Unit]\n[Service]\nExecStart=/x\n[Install]\n"
                                  "WantedBy=multi-user.target\nRequiredBy=b.target\n"
                                  "Alias=alias.service\nAlso=c.socket\n")
-    (d / "c.socket").write_text("[Socket]\nListenStream=/run/c\n[Install]\nWantedBy=sockets.target\n")
+    (d / "c.socket").write_text("[Socket]\nListenStream=/run/c\n"
+                                "[Install]\nWantedBy=sockets.target\n")
     (d / "t@.service").write_text("[Service]\nExecStart=/x %i\n[Install]\nWantedBy=x.target\n")
     (d / "static.service").write_text("[Service]\nExecStart=/x\n")
     units.enable(root, "a")
@@ -185,7 +186,7 @@ def test_enable_units_from_install_section(tmp_path: Path) -> None:
         "/usr/lib/systemd/system/t@.service")
     with pytest.raises(BuildError, match="no \\[Install\\] section"):
         units.enable(root, "static.service")
-    with pytest.raises(BuildError, match="systemd_service.name: unit 'nope.service' not found"):
+    with pytest.raises(BuildError, match=r"systemd_service\.name: unit 'nope\.service' not found"):
         units.enable(root, "nope.service")
 
 
