@@ -86,6 +86,7 @@ class AgentView:
     staged_version: str | None = None
     busy: str | None = None
     last_error: str | None = None
+    legacy: bool = False  # an agent without the additive status/commit methods
 
     @classmethod
     def unreachable(cls, error: str) -> AgentView:
@@ -125,6 +126,8 @@ class AgentView:
     @property
     def committed(self) -> bool:
         """The booted slot is the committed one and no trial waits for a commit."""
+        if self.legacy:
+            return True
         return (
             self.booted_slot is not None
             and self.committed_slot == self.booted_slot
