@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from kubeos.agent.boot.grubenv import GrubEnv, edit_grubenv, read_grubenv
 from kubeos.agent.boot.mountinfo import root_mount
 from kubeos.agent.boot.mounts import mounted

@@ -8,6 +8,7 @@ the reference's: ``PRETTY_NAME="KubeOS <version>"`` in ``/usr/lib/os-release`` (
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,26 +49,34 @@ def version_of(os_release: dict[str, str]) -> str | None:
     return os_release.get("VERSION_ID") or None
 
 
+def in_root(root: Path, rel: str) -> Path:
+    """``root/rel`` with a final symlink resolved inside ``root`` (as if chrooted): an absolute
+    link such as ``/etc/os-release -> /usr/lib/os-release`` must not read the host's file."""
+    path = root / rel
+    for _ in range(16):
+        if not path.is_symlink():
+            return path
+        link = path.readlink()
+        base = root if link.is_absolute() else path.parent
+        path = Path(os.path.normpath(base / str(link).lstrip("/")))
+        if not path.is_relative_to(root):
+            return root / "nonexistent"
+    return path
+
+
 def _first(root: Path, patterns: tuple[str, ...]) -> str | None:
     for pattern in patterns:
         for match in sorted(root.glob(pattern)):
-            # a symlink may point to an absolute path inside the slot; resolve it there
-            target = match
-            for _ in range(8):
-                if not target.is_symlink():
-                    break
-                link = target.readlink()
-                base = root if link.is_absolute() else target.parent
-                target = base / str(link).lstrip("/")
-            if target.is_file():
-                return str(match.relative_to(root))
+            rel = str(match.relative_to(root))
+            if in_root(root, rel).is_file():
+                return rel
     return None
 
 
 def read_version(root: Path) -> str | None:
     for rel in OS_RELEASE:
         try:
-            text = (root / rel).read_text()
+            text = in_root(root, rel).read_text()
         except OSError:
             continue
         return version_of(parse_os_release(text))
