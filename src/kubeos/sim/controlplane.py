@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -67,6 +68,25 @@ def default_crd_dirs() -> list[Path]:
         if candidate.is_dir() and candidate.resolve() not in seen:
             seen.append(candidate.resolve())
     return seen[:1]
+
+
+_WORK_DIR_PREFIX = "kubeos-controlplane-"
+_OWNER_FILE = "owner.pid"
+
+
+def _remove_stale_work_dirs() -> None:
+    """Delete work dirs of control planes whose owning process is gone.
+
+    A SIGKILLed test run cannot remove its temp dir (its children die with it, see
+    :mod:`kubeos.sim.processes`, but files stay), so the next start cleans up after it.
+    """
+    for directory in Path(tempfile.gettempdir()).glob(f"{_WORK_DIR_PREFIX}*"):
+        try:
+            owner = int((directory / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -203,7 +223,9 @@ class ControlPlane:
             raise ControlPlaneError("the control plane is already running")
         began = time.monotonic()
         assets = self._assets or find_assets()
-        self._work_dir = Path(tempfile.mkdtemp(prefix="kubeos-controlplane-"))
+        _remove_stale_work_dirs()
+        self._work_dir = Path(tempfile.mkdtemp(prefix=_WORK_DIR_PREFIX))
+        (self._work_dir / _OWNER_FILE).write_text(str(os.getpid()))
         try:
             self._start(assets, began + self._start_timeout)
         except BaseException:
