@@ -19,7 +19,7 @@ from kubeos.kbimg import build as builder
 from kubeos.kbimg import config
 from kubeos.kbimg.errors import KbimgError
 
-_err = Console(stderr=True)
+_err = Console(stderr=True, log_path=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,7 +49,7 @@ def create(ctx: click.Context, file: Path, output: Path, kind: config.ImageKind)
 
             def step(text: str) -> None:
                 elapsed = time.monotonic() - started
-                _err.log(f"{text}  [dim]({elapsed:.1f}s)[/]", _stack_offset=2)
+                _err.log(f"{text}  [dim]({elapsed:.1f}s)[/]")
                 status.update(text)
 
             artifacts = builder.build(cfg, kind, output, step)

@@ -21,7 +21,9 @@ from kubeos.kbimg.sandbox import sandboxed_argv
 RPM_EXTRAS_X86_UEFI = ("grub2-efi", "grub2-tools", "grub2-efi-x64-modules", "grub2-pc-modules")
 # A bootable Debian root: systemd as init, a kernel with an initramfs, the agent's Python.
 DEBIAN_BASE = ("systemd-sysv", "python3", "udev", "e2fsprogs", "dosfstools", "util-linux",
-               "linux-image-amd64", "initramfs-tools")
+               "initramfs-tools")
+# The cloud flavour (virtio, ext4, vfat; a quarter of the size) unless the packages name one.
+DEBIAN_KERNEL = "linux-image-cloud-amd64"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 
@@ -34,7 +36,8 @@ def dnf_argv(src: FromRepo, root: Path, repo_dir: Path, tool: str) -> list[str]:
 
 def mmdebstrap_argv(src: FromDebian, root: Path) -> list[str]:
     """``mmdebstrap --variant=minbase --include=... SUITE ROOT MIRROR`` (names validated)."""
-    include = ",".join(dict.fromkeys([*DEBIAN_BASE, *src.packages]))
+    kernel = [] if any(p.startswith("linux-image-") for p in src.packages) else [DEBIAN_KERNEL]
+    include = ",".join(dict.fromkeys([*DEBIAN_BASE, *kernel, *src.packages]))
     return ["mmdebstrap", "--quiet", "--variant=minbase", "--mode=root",
             f"--include={include}", "--", src.suite, str(root), src.mirror or DEBIAN_MIRROR]
 
