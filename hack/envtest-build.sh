@@ -139,6 +139,7 @@ for v in $KUBEOS_K8S_CANDIDATES; do
         break
     fi
     log "kubernetes $v failed to build; trying the next candidate"
+    rmdir "$out" 2>/dev/null || true # only if empty: never delete binaries someone put there
 done
 if [ -z "$built_kube" ]; then
     log "no kubernetes candidate built ($KUBEOS_K8S_CANDIDATES)"
