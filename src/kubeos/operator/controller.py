@@ -200,11 +200,26 @@ class Controller:
 
     # -- expectations -----------------------------------------------------------------------
 
+    def _cached(self, kind: str, name: str) -> Any:
+        if kind == "os":
+            return self.os_informer.get(name)
+        if kind == "node":
+            return self.node_informer.get(name)
+        return self.instance_informer.get(f"{self.config.instance_namespace}/{name}")
+
     def _expect(self, kind: str, name: str, obj: Any) -> None:
+        """Remember that the cache must reach *obj*'s version before we plan again."""
         try:
             version = int(resource_version(obj))
         except ValueError:
             return
+        cached = self._cached(kind, name)
+        if cached is not None:  # the watch event may have beaten the response to us
+            try:
+                if int(resource_version(cached)) >= version:
+                    return
+            except ValueError:
+                pass
         key = (kind, name)
         current = self._expected.get(key)
         if current is None or current[0] < version:
