@@ -80,7 +80,25 @@ def edit_yaml(text: str, contents: tuple[Content, ...], warn: rules.Warn) -> str
         return text
     buffer = io.StringIO()
     yaml.dump(doc, buffer)
-    return prefix + buffer.getvalue()
+    if prefix:
+        return prefix + buffer.getvalue()
+    return _restore_head(text, buffer.getvalue())
+
+
+def _head(text: str) -> tuple[str, str]:
+    """Split off the leading blank and comment lines (and a ``---`` line) of a document."""
+    lines = text.splitlines(keepends=True)
+    n = 0
+    while n < len(lines) and (not lines[n].strip() or lines[n].lstrip().startswith("#")
+                              or lines[n].rstrip() == "---"):
+        n += 1
+    return "".join(lines[:n]), "".join(lines[n:])
+
+
+def _restore_head(original: str, dumped: str) -> str:
+    """Put back the original's leading blank lines and comments, which ruamel may drop."""
+    head, _ = _head(original)
+    return head + _head(dumped)[1]
 
 
 def _yaml(text: str) -> YAML:
