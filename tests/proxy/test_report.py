@@ -78,7 +78,7 @@ def test_upgrade_request_maps_the_reference_fields() -> None:
         "clientcert": "c.pem", "clientkey": "k.pem", "cacert": "ca.pem",
     })
     wire = upgrade_request(spec).to_json()
-    assert wire["version"] == NEW and wire["image_url"] == "https://h/k.tar"
+    assert wire["version"] == "v2" and wire["image_url"] == "https://h/k.tar"
     assert wire["check_sum"] == "a" * 64 and wire["mtls"] is True
     assert wire["certs"] == {"ca_cert": "ca.pem", "client_cert": "c.pem",
                              "client_key": "k.pem"}

@@ -41,6 +41,7 @@ from kubeos.proxy.snapshot import (
     NodeView,
     RebootRecord,
     Snapshot,
+    agent_version,
 )
 from kubeos.proxy.state import Action, Kind, Timing, decide, swap_grub_models
 
@@ -457,9 +458,10 @@ class _Pass:
         await self.write_status(status)
         await self.owner._point("Reboot:recorded")
         self.owner._normal(self, "Rebooting", action.message)
+        version = agent_version(record.target)
         call = (
-            self.agent.rollback(record.target) if record.op == "rollback"
-            else self.agent.upgrade(record.target)
+            self.agent.rollback(version) if record.op == "rollback"
+            else self.agent.upgrade(version)
         )
         try:
             await call

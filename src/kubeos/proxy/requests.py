@@ -14,12 +14,17 @@ from kubeos.agent.client import (
     UpgradeRequest,
 )
 from kubeos.api.models import OSSpec, SysConfigs
+from kubeos.proxy.snapshot import agent_version
 
 
 def upgrade_request(spec: OSSpec) -> UpgradeRequest:
-    """``prepare_upgrade`` parameters from the OS spec (missing certificates are ``""``)."""
+    """``prepare_upgrade`` parameters from the OS spec (missing certificates are ``""``).
+
+    ``version`` is the agent's form of ``osversion`` (without the "KubeOS " prefix), which the
+    agent checks against the os-release inside the image.
+    """
     return UpgradeRequest(
-        version=spec.osversion,
+        version=agent_version(spec.osversion),
         image_type=spec.imagetype,
         image_url=spec.imageurl,
         check_sum=spec.checksum,

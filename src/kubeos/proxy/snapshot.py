@@ -27,6 +27,16 @@ COND_REBOOT = "RebootRequested"  # the durable record that we asked the agent to
 COND_AGENT = "AgentReachable"
 
 
+def agent_version(osversion: str) -> str:
+    """The version as the agent names it: ``PRETTY_NAME`` without the ``KubeOS`` prefix.
+
+    The OS and the Node speak in ``osImage`` strings ("KubeOS 1.0.2"); the agent reads a slot's
+    version from its os-release the same way and drops the prefix ("1.0.2").
+    """
+    text = osversion.strip()
+    return text[len("KubeOS ") :].strip() if text.startswith("KubeOS ") else text
+
+
 def other_slot(slot: str | None) -> str | None:
     return {"A": "B", "B": "A"}.get(slot or "")
 
@@ -119,9 +129,18 @@ class AgentView:
         slot = self.inactive_slot
         return self.slot_versions.get(slot) if slot else None
 
-    def holds_staged(self, version: str) -> bool:
-        """Whether the inactive slot already holds *version*: then no download is needed."""
-        return version in (self.staged_version, self.inactive_version)
+    def holds_staged(self, osversion: str) -> bool:
+        """Whether the inactive slot already holds *osversion*: then no download is needed."""
+        wanted = agent_version(osversion)
+        return any(
+            v is not None and agent_version(v) == wanted
+            for v in (self.staged_version, self.inactive_version)
+        )
+
+    def inactive_holds_other_than(self, osversion: str) -> bool:
+        """The inactive slot is known to hold a version other than *osversion*."""
+        held = self.inactive_version
+        return held is not None and agent_version(held) != agent_version(osversion)
 
     @property
     def committed(self) -> bool:

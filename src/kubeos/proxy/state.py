@@ -264,7 +264,7 @@ def _upgrade(
             Kind.PREPARE_UPGRADE, "Preparing", f"staging {target!r} in the inactive slot",
             op=op, target=target,
         )
-    if op == "rollback" and agent.inactive_version not in (None, target):
+    if op == "rollback" and agent.inactive_holds_other_than(target):
         return Action(
             Kind.FAIL, "Failed",
             f"rollback to {target!r} impossible: slot {agent.inactive_slot} holds "
