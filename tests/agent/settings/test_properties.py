@@ -78,8 +78,8 @@ def test_sysctl_persist_properties(text: str, key: str, value: str) -> None:
     with node_with(path, text) as root:
         apply(root, request)
         after = read(root, path)
-        assert untouched(after, lambda l: sysctl_key(l) == key) == untouched(
-            text, lambda l: sysctl_key(l) == key)
+        assert untouched(after, lambda ln: sysctl_key(ln) == key) == untouched(
+            text, lambda ln: sysctl_key(ln) == key)
 
 
 # --- pam.limits --------------------------------------------------------------------------------
@@ -100,8 +100,8 @@ def test_pam_limits_properties(text: str, domain: str, limit: tuple[str, str, st
     with node_with(path, text) as root:
         apply(root, request)
         after = read(root, path)
-        assert untouched(after, lambda l: limits_domain(l) == domain) == untouched(
-            text, lambda l: limits_domain(l) == domain)
+        assert untouched(after, lambda ln: limits_domain(ln) == domain) == untouched(
+            text, lambda ln: limits_domain(ln) == domain)
 
 
 # --- grub.cmdline ------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def test_grub_properties(text: str, slot: str, which: str, key: str, value: str)
         assert not apply(root, request, slot=slot).changed  # type: ignore[arg-type]
         assert read(root, GRUB_CFG) == once
         target = "PARTUUID=1" if (slot == "A") == (which == "current") else "PARTUUID=2"
-        assert untouched(once, lambda l: target in l) == untouched(text, lambda l: target in l)
+        assert untouched(once, lambda ln: target in ln) == untouched(text, lambda ln: target in ln)
     with node_with(GRUB_CFG, text) as root:
         apply(root, config(model, ("kubeos.test", "1")), slot=slot)  # type: ignore[arg-type]
         apply(root, config(model, ("kubeos.test", "1", "delete")),

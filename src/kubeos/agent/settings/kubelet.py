@@ -16,7 +16,6 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarstring import ScalarString
-from ruamel.yaml.util import load_yaml_guess_indent
 
 from kubeos.agent.settings import rules, tree
 from kubeos.agent.settings.errors import ParseError
@@ -105,34 +104,41 @@ def _yaml(text: str) -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = _NO_WRAP
-    sequence, offset = 2, 0
-    if text.strip():
-        try:
-            _, guessed, block_seq_indent = load_yaml_guess_indent(text)
-        except YAMLError:
-            guessed, block_seq_indent = None, None
-        if guessed and block_seq_indent is not None:
-            # ruamel's guess is the *sequence* indent (dash offset + 2) when there are lists.
-            sequence, offset = guessed, block_seq_indent
-    yaml.indent(mapping=_mapping_indent(text), sequence=sequence, offset=offset)
+    mapping, sequence, offset = _guess_indent(text)
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
     if text.lstrip().startswith("---"):
         yaml.explicit_start = True
     return yaml
 
 
-def _mapping_indent(text: str) -> int:
-    """Indentation of the first nested mapping key (2 when there is none)."""
+def _guess_indent(text: str) -> tuple[int, int, int]:
+    """``(mapping, sequence, offset)`` indentation as the file uses it (ruamel's defaults when
+    the file shows none), so re-dumping does not re-indent untouched blocks.
+
+    A line-based guess, not ruamel's ``load_yaml_guess_indent``: that parses the whole document
+    a second time and mistakes the sequence indent for the mapping indent.
+    """
+    mapping: int | None = None
+    sequence: tuple[int, int] | None = None
     previous: tuple[int, str] | None = None
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
         indent = len(line) - len(line.lstrip(" "))
-        if (previous is not None and indent > previous[0] and previous[1].endswith(":")
-                and not stripped.startswith("- ") and not previous[1].startswith("- ")):
-            return indent - previous[0]
+        if previous is not None and previous[1].endswith(":"):
+            if stripped.startswith("- ") and sequence is None:
+                offset = indent - previous[0]
+                after_dash = len(stripped[1:]) - len(stripped[1:].lstrip(" "))
+                sequence = (offset + 1 + after_dash, offset)
+            elif (indent > previous[0] and mapping is None and not stripped.startswith("- ")
+                  and not previous[1].startswith("- ")):
+                mapping = indent - previous[0]
+        if mapping is not None and sequence is not None:
+            break
         previous = (indent, stripped.split(" #")[0].rstrip())
-    return 2
+    seq, offset = sequence if sequence is not None else (2, 0)
+    return mapping or 2, max(seq, offset + 2), offset
 
 
 def _convert(value: JsonValue, key: str) -> Any:

@@ -77,11 +77,14 @@ def edit_limits(
     """Apply ``contents`` to limits.conf text; see the module docstring."""
     lines: list[_Line | str] = [_parse(body, ending, number, node)
                                 for number, (body, ending) in enumerate(split_lines(text), 1)]
+    by_domain: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        if isinstance(line, _Line):
+            by_domain.setdefault(line.domain, []).append(i)
     additions: list[str] = []
     for content in contents:
         domain = content.key.strip()
-        mine = [i for i, line in enumerate(lines) if isinstance(line, _Line)
-                and line.domain == domain] if domain else []
+        mine = [i for i in by_domain.get(domain, []) if isinstance(lines[i], _Line)]
         if not mine:
             added = _add(content, warn)
             if added:
