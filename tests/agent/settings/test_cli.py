@@ -95,11 +95,11 @@ def test_grub_current_follows_grubenv_unless_given(
     request = write(tmp_path, "/req.yaml",
                     "configs:\n- model: grub.cmdline.current\n  contents:\n  - key: debug\n")
     assert main(["config", "apply", "--root", str(root), str(request)]) == 0
-    assert "root=UUID=2" in [ln for ln in read(root, GRUB_CFG).splitlines() if "debug" in ln][0]
+    assert "root=UUID=2" in next(ln for ln in read(root, GRUB_CFG).splitlines() if "debug" in ln)
     assert main(["config", "apply", "--root", str(root), "--booted-slot", "A",
                  str(request)]) == 0
-    assert "root=UUID=1" in [ln for ln in read(root, GRUB_CFG).splitlines()
-                             if "debug" in ln][0]
+    assert "root=UUID=1" in next(ln for ln in read(root, GRUB_CFG).splitlines()
+                             if "debug" in ln)
 
 
 def test_console_script_is_installed(node: Path, tmp_path: Path) -> None:
