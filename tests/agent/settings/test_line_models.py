@@ -17,6 +17,26 @@ def test_sysctl_slash_separated_key_reaches_dotted_interface_names(tmp_path: Pat
     write(tmp_path, "/proc/sys/net/ipv4/conf/eth0.10/rp_filter", "1\n")
     apply(tmp_path, config("kernel.sysctl", ("net/ipv4/conf/eth0.10/rp_filter", 2)))
     assert read(tmp_path, "/proc/sys/net/ipv4/conf/eth0.10/rp_filter") == "2\n"
+    # sysctl.d(5): with '.' as first separator, '/' stands for a literal dot.
+    apply(tmp_path, config("kernel.sysctl", ("net.ipv4.conf.eth0/10.rp_filter", 0)))
+    assert read(tmp_path, "/proc/sys/net/ipv4/conf/eth0.10/rp_filter") == "0\n"
+
+
+def test_sysctl_write_only_parameter_is_written(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """vm.drop_caches is mode 0200: even root cannot read it, but it must be writable."""
+    target = write(tmp_path, "/proc/sys/vm/drop_caches", "")
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self == target:
+            raise PermissionError(13, "Permission denied")
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    result = apply(tmp_path, config("kernel.sysctl", ("vm.drop_caches", 3)))
+    monkeypatch.undo()
+    assert target.read_text() == "3\n" and result.changed
 
 
 def test_sysctl_same_value_with_other_spacing_is_not_rewritten(tmp_path: Path) -> None:
@@ -57,6 +77,12 @@ def test_persist_ignore_errors_prefix_and_crlf(tmp_path: Path) -> None:
     path.write_bytes(b"-net.x = 1\r\nb=2")
     apply(tmp_path, config("kernel.sysctl.persist", ("net.x", 2), ("c", 3)))
     assert path.read_bytes() == b"-net.x = 2\r\nb=2\nc=3\n"
+
+
+def test_persist_matches_slash_and_dot_spellings(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/sysctl.conf", lines("net/ipv4/ip_forward = 0"))
+    apply(tmp_path, config("kernel.sysctl.persist", ("net.ipv4.ip_forward", 1)))
+    assert read(tmp_path, "/etc/sysctl.conf") == lines("net/ipv4/ip_forward = 1")
 
 
 def test_persist_append_order_is_request_order(tmp_path: Path) -> None:

@@ -119,6 +119,8 @@ def _perform(path: Path, data: bytes, in_place: bool) -> None:
 def _restore(done: Sequence[PlannedWrite]) -> list[str]:
     failed: list[str] = []
     for write in reversed(done):
+        if write.in_place and write.original is None:
+            continue  # a write-only pseudo-file: its old value was never known
         try:
             if _current(write.path) == write.original:
                 continue

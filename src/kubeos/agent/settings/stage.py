@@ -54,19 +54,22 @@ class Stage:
     def exists(self, node: PurePosixPath) -> bool:
         entry = self._entries.get(self.real(node))
         if entry is not None:
-            return entry.text is not None
+            return entry.text is not None or entry.in_place
         return self.real(node).is_file()
 
     def read(self, node: PurePosixPath, *, model: str) -> str | None:
         """The current text of ``node``: staged if this request changed it, else from disk."""
         return self._entry(node, model=model, in_place=False).text
 
-    def read_live(self, node: PurePosixPath, *, model: str) -> str:
-        """Read a pseudo-file such as /proc/sys/...; it must exist."""
-        text = self._entry(node, model=model, in_place=True).text
-        if text is None:
+    def read_live(self, node: PurePosixPath, *, model: str) -> str | None:
+        """Read a pseudo-file such as /proc/sys/...; None if it is write-only (vm.drop_caches).
+
+        Its write cannot be undone then, so a failed request leaves it written.
+        """
+        real = self.real(node)
+        if real not in self._entries and not real.exists():
             raise MissingFileError("file does not exist", model=model, file=node)
-        return text
+        return self._entry(node, model=model, in_place=True).text
 
     def write(self, node: PurePosixPath, text: str, *, model: str) -> None:
         """Stage new text for a regular file; its parent directory must exist."""
@@ -94,18 +97,23 @@ class Stage:
         real = self.real(node)
         entry = self._entries.get(real)
         if entry is None:
-            original = _read_bytes(real, model=model, node=node)
+            original = _read_bytes(real, model=model, node=node, in_place=in_place)
             text = decode(original) if original is not None else None
             entry = _Entry(real, original, text, in_place, model, node)
             self._entries[real] = entry
         return entry
 
 
-def _read_bytes(real: Path, *, model: str, node: PurePosixPath) -> bytes | None:
+def _read_bytes(real: Path, *, model: str, node: PurePosixPath,
+                in_place: bool = False) -> bytes | None:
     try:
         return real.read_bytes()
     except FileNotFoundError:
         return None
+    except PermissionError:
+        if in_place:
+            return None
+        raise SettingsError("cannot read: permission denied", model=model, file=node) from None
     except IsADirectoryError:
         raise SettingsError("path is a directory, not a file", model=model, file=node) from None
     except OSError as exc:

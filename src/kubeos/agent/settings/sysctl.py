@@ -23,10 +23,20 @@ PROC_SYS = PurePosixPath("/proc/sys")
 DEFAULT_SYSCTL_CONF = "/etc/sysctl.conf"
 
 
+def sysctl_segments(key: str) -> tuple[str, ...]:
+    """A sysctl name's path segments, by sysctl.d(5)'s rule: if the first separator is ``/``,
+    only ``/`` separates; if it is ``.``, dots separate and a ``/`` stands for a literal dot
+    (``net.ipv4.conf.eth0/10.rp_filter`` is ``net/ipv4/conf/eth0.10/rp_filter``)."""
+    key = key.strip()
+    first = next((c for c in key if c in "./"), ".")
+    if first == "/":
+        return tuple(key.split("/"))
+    return tuple(part.replace("/", ".") for part in key.split("."))
+
+
 def proc_path(key: str) -> PurePosixPath | None:
-    """/proc/sys path of a key; ``/`` separates when present (``net/ipv4/conf/eth0.10/rp_filter``
-    as sysctl(8) allows), else ``.``. None when the key cannot name a file there."""
-    parts = key.strip().split("/" if "/" in key else ".")
+    """/proc/sys path of a key, or None when the key cannot name a file there."""
+    parts = sysctl_segments(key)
     if not parts or any(p in ("", ".", "..") for p in parts):
         return None
     return PROC_SYS.joinpath(*parts)
@@ -49,7 +59,7 @@ class KernelSysctl:
                 raise SysctlKeyError("no such kernel parameter", model=self.name,
                                      key=content.key, file=node)
             before = ctx.stage.read_live(node, model=self.name)
-            if before.split() == value.split():
+            if before is not None and before.split() == value.split():
                 continue
             after = value + "\n"
             ctx.stage.write_live(node, after, model=self.name)
@@ -105,8 +115,8 @@ def edit_sysctl_conf(
     text: str, contents: tuple[Content, ...], warn: rules.Warn, *, node: PurePosixPath
 ) -> str:
     """Apply ``contents`` to sysctl.conf text; see the module docstring for what is kept."""
-    wanted = {c.key.strip(): c for c in contents if c.key.strip()}
-    found: set[str] = set()
+    wanted = {sysctl_segments(c.key): c for c in contents if c.key.strip()}
+    found: set[tuple[str, ...]] = set()
     out: list[str] = []
     for number, (body, ending) in enumerate(split_lines(text), start=1):
         stripped = body.strip()
@@ -117,7 +127,7 @@ def edit_sysctl_conf(
         if not sep:
             raise ParseError(f"cannot parse line {body!r} (no '=')", model=KernelSysctlPersist.name,
                              file=node, line=number)
-        key = name.strip().removeprefix("-").strip()
+        key = sysctl_segments(name.strip().removeprefix("-"))
         content = wanted.get(key)
         if content is None:
             out.append(body + ending)
@@ -137,7 +147,7 @@ def edit_sysctl_conf(
         out.append(f"{name}={lead}{new}{trail}{ending}")
     additions = []
     for content in contents:
-        if content.key.strip() in found:
+        if content.key.strip() and sysctl_segments(content.key) in found:
             continue
         added = rules.add(content, warn, bare_ok=False)
         if added is not None:
