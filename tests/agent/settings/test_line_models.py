@@ -139,6 +139,35 @@ def test_grub_quoted_parameter_is_one_token(tmp_path: Path) -> None:
     assert '  linux /vmlinuz root=x dyndbg="file a.c +p"\n' in read(tmp_path, GRUB_CFG)
 
 
+def test_grub_value_with_spaces_is_quoted_and_matched_unquoted(tmp_path: Path) -> None:
+    cfg = lines("menuentry 'A' {", "  linux /vmlinuz root=x", "}",
+                "menuentry 'B' {", "  linux /vmlinuz root=y", "}")
+    write(tmp_path, GRUB_CFG, cfg)
+    apply(tmp_path, config("grub.cmdline.current", ("dyndbg", "file a.c +p")))
+    assert '  linux /vmlinuz root=x dyndbg="file a.c +p"\n' in read(tmp_path, GRUB_CFG)
+    assert not apply(tmp_path, config("grub.cmdline.current", ("dyndbg", "file a.c +p"))).changed
+    apply(tmp_path, config("grub.cmdline.current", ("dyndbg", "file a.c +p", "delete")))
+    assert read(tmp_path, GRUB_CFG) == cfg
+
+
+@pytest.mark.parametrize("model", ["kernel.sysctl", "kernel.sysctl.persist",
+                                   "grub.cmdline.current", "pam.limits"])
+def test_line_breaks_cannot_smuggle_extra_settings(tmp_path: Path, model: str) -> None:
+    from kubeos.agent.settings import ValueTypeError
+
+    with pytest.raises(ValueTypeError) as err:
+        apply(tmp_path, config(model, ("a", "1\nkernel.modules_disabled=1")))
+    assert model in str(err.value) and "'a'" in str(err.value)
+
+
+def test_keys_and_limits_with_whitespace_are_skipped(tmp_path: Path) -> None:
+    write(tmp_path, "/etc/sysctl.conf", "")
+    write(tmp_path, "/etc/security/limits.conf", "")
+    result = apply(tmp_path, config("kernel.sysctl.persist", ("a b", 1)),
+                   config("pam.limits", ("*", "soft.nofile.1 2")))
+    assert not result.changed and len(result.warnings) == 2
+
+
 def test_grub_repeated_parameter(tmp_path: Path) -> None:
     cfg = lines("menuentry 'A' {", "  linux /vmlinuz root=x console=tty0 console=ttyS0", "}",
                 "menuentry 'B' {", "  linux /vmlinuz root=y", "}")

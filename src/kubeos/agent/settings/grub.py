@@ -52,6 +52,7 @@ class GrubCmdline:
         return "B" if booted == "A" else "A"
 
     def apply(self, config: ConfigRequest, ctx: Context) -> Outcome:
+        rules.reject_line_breaks(self.name, config.contents)
         out = Outcome()
         if _dm_verity(ctx):
             out.warnings.append(SettingsWarning(
@@ -152,7 +153,7 @@ def edit_cmdline(body: str, contents: tuple[Content, ...], warn: rules.Warn) -> 
         new = rules.update(_split(params[first][1])[1], content, warn)
         if isinstance(new, rules.Keep):
             continue
-        token = key if new is None else f"{key}={new}"
+        token = key if new is None else f"{key}={_quote(new)}"
         if any(params[i][1] == token for i in where):
             continue
         params[first] = (params[first][0], token)
@@ -164,13 +165,23 @@ def edit_cmdline(body: str, contents: tuple[Content, ...], warn: rules.Warn) -> 
         added = rules.add(content, warn, bare_ok=True)
         if added is not None:
             key, value = added
-            kept.append((" ", key if value is None else f"{key}={value}"))
+            kept.append((" ", key if value is None else f"{key}={_quote(value)}"))
     return "".join(ws + tok for ws, tok in head + kept) + trailing
 
 
 def _split(token: str) -> tuple[str, str | None]:
+    """``key=value`` → (key, value without surrounding double quotes); ``key`` → (key, None)."""
     key, sep, value = token.partition("=")
-    return key, (value if sep else None)
+    if not sep:
+        return key, None
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return key, value
+
+
+def _quote(value: str) -> str:
+    """Double-quote a value with spaces, as the kernel's command-line parser expects."""
+    return f'"{value}"' if any(c.isspace() for c in value) else value
 
 
 def _silent(key: str, message: str) -> None:

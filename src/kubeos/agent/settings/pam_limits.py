@@ -57,6 +57,7 @@ class PamLimits:
 
     def apply(self, config: ConfigRequest, ctx: Context) -> Outcome:
         node = node_path(self.name, config.configpath, DEFAULT_LIMITS_CONF)
+        rules.reject_line_breaks(self.name, config.contents)
         out = Outcome()
 
         def warn(key: str, message: str) -> None:
@@ -119,7 +120,7 @@ def _spec(content: Content, warn: rules.Warn) -> list[str] | None:
         warn(content.key, "empty value; key skipped")
         return None
     parts = [p.strip() for p in value.strip().split(".")]
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 3 or not all(parts) or any(c.isspace() for p in parts for c in p):
         warn(content.key, f"value {value!r} is not 'type.item.value'; key skipped")
         return None
     return parts

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kubeos.agent.settings.errors import ValueTypeError
 from kubeos.agent.settings.request import UPSERT_OPERATIONS, Content
 from kubeos.agent.settings.values import string_form
 
@@ -66,8 +67,8 @@ def add(content: Content, warn: Warn, *, bare_ok: bool) -> tuple[str, str | None
         warn(content.key, "key not found, nothing to delete")
         return None
     key = content.key.strip()
-    if not key or "=" in key:
-        warn(content.key, "empty key or key containing '=' skipped")
+    if not key or "=" in key or any(c.isspace() for c in key):
+        warn(content.key, "empty key or key containing '=' or whitespace skipped")
         return None
     _warn_unknown_operation(content, warn)
     new = string_form(content.value)
@@ -86,3 +87,13 @@ def add(content: Content, warn: Warn, *, bare_ok: bool) -> tuple[str, str | None
 def _warn_unknown_operation(content: Content, warn: Warn) -> None:
     if content.operation not in UPSERT_OPERATIONS:
         warn(content.key, f"unknown operation {content.operation!r}, treated as add/update")
+
+
+def reject_line_breaks(model: str, contents: tuple[Content, ...]) -> None:
+    """Refuse line breaks in keys and values of line-based files: one would smuggle a second,
+    unrequested setting (``"1\\nkernel.modules_disabled=1"``) into the file."""
+    for content in contents:
+        value = string_form(content.value) or ""
+        if any(c in text for text in (content.key, value) for c in "\r\n"):
+            raise ValueTypeError("line breaks are not allowed in keys or values", model=model,
+                                 key=content.key)

@@ -49,6 +49,7 @@ class KernelSysctl:
     effect = LIVE
 
     def apply(self, config: ConfigRequest, ctx: Context) -> Outcome:
+        rules.reject_line_breaks(self.name, config.contents)
         out = Outcome()
         for content in config.contents:
             node = self._target(content, out)
@@ -99,6 +100,7 @@ class KernelSysctlPersist:
 
     def apply(self, config: ConfigRequest, ctx: Context) -> Outcome:
         node = node_path(self.name, config.configpath, DEFAULT_SYSCTL_CONF)
+        rules.reject_line_breaks(self.name, config.contents)
         out = Outcome()
 
         def warn(key: str, message: str) -> None:
