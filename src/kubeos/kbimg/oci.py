@@ -91,6 +91,7 @@ def _add_tree(tar: tarfile.TarFile, tree: Path) -> None:
     for path in sorted(entries, key=lambda p: p.relative_to(tree).as_posix()):
         info = tar.gettarinfo(str(path), arcname=path.relative_to(tree).as_posix())
         info.mtime = min(int(info.mtime), _EPOCH) if _EPOCH else int(info.mtime)
+        info.uname = info.gname = ""  # numeric owners: the build host's names mean nothing
         if info.isreg():
             with path.open("rb") as f:
                 tar.addfile(info, f)
