@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kubeos.kbimg import build, config, grub
+from kubeos.kbimg import build, config, content, grub
 from tests.kbimg import support
 
 pytestmark = [
@@ -163,6 +163,11 @@ def test_units_installed_and_enabled(built: Built) -> None:
     assert {"etc.mount", "opt-cni.mount", "boot-efi.mount", "var.mount"} <= local_fs
     multi = set(support.debugfs_ls(built.root_a, "/etc/systemd/system/multi-user.target.wants"))
     assert {"os-agent.service", "demo.service"} <= multi
+    agent_units = {p.name for p in content.AGENT_UNIT_SRC.glob("*.timer")}
+    timers = set(support.debugfs_ls(built.root_a, "/etc/systemd/system/timers.target.wants")
+                 ) if agent_units else set()
+    assert agent_units <= timers
+    assert "README.md" not in unit_dir
     etc_mount = support.debugfs_cat(built.root_a, "/usr/lib/systemd/system/etc.mount")
     assert "upperdir=/persist/etc,workdir=/persist/etcwork,lowerdir=/etc" in etc_mount
     launcher = support.debugfs_cat(built.root_a, "/usr/bin/os-agent")

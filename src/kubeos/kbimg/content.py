@@ -44,12 +44,14 @@ WantedBy=multi-user.target
 
 AGENT_LAUNCHER = f"""#!/usr/bin/python3
 # os-agent launcher written by kbimg: runs the kubeos package copied into the image.
-import runpy
 import sys
 
 sys.path.insert(0, "{AGENT_PYTHON_DIR}")
-runpy.run_module("kubeos.agent", run_name="__main__", alter_sys=True)
+from kubeos.agent.cli import main
+
+raise SystemExit(main())
 """
+UNIT_SUFFIXES = (".service", ".socket", ".timer", ".mount", ".target", ".path")
 
 Step = Callable[[str], None]
 
@@ -82,7 +84,7 @@ def install_units(root: Path) -> list[str]:
         units.write_unit(root, "os-agent.service", DEFAULT_AGENT_UNIT)
         enable.append("os-agent.service")
     for src in agent_units:
-        if not src.is_file() or src.name.startswith(("_", ".")) or src.suffix == ".py":
+        if not src.is_file() or src.name.startswith(("_", ".")) or src.suffix not in UNIT_SUFFIXES:
             continue
         text = src.read_text()
         units.write_unit(root, src.name, text)
