@@ -227,7 +227,9 @@ def _info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.T
     ],
     ids=["dotdot", "through-symlink", "hardlink-out"],
 )
-def test_tar_members_cannot_escape_the_slot(tmp_path: Path, members: list) -> None:
+def test_tar_members_cannot_escape_the_slot(
+    tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes]]
+) -> None:
     dest = tmp_path / "slot"
     dest.mkdir()
     with pytest.raises(PayloadError):

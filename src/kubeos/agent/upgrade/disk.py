@@ -153,7 +153,8 @@ class DiskImageSource:
                 f"the filesystem image ({size} bytes) is larger than {part.device} "
                 f"({part.size_bytes} bytes)"
             )
-        fd = os.open(part.device, os.O_WRONLY | os.O_CLOEXEC)
+        # O_EXCL on a block device: fails (EBUSY) if anything has it mounted or open exclusively
+        fd = os.open(part.device, os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC)
         try:
             _write_all(fd, stream.chunks(), part.size_bytes)
             digest = stream.finish()
