@@ -70,7 +70,10 @@ def _apply_one(doc: MutableMapping[Any, Any], segments: tuple[str, ...], content
         if last:
             return _set_or_delete(node, segment, content, ops, warn)
         child = node[segment]
-        if child is None and ops.null_is_mapping and not content.is_delete:
+        if child is None and content.is_delete:
+            warn(content.key, "key not found, nothing to delete")
+            return False
+        if child is None and ops.null_is_mapping:
             ops.nest(node, segments[i:], ops.convert(content.value, content.key))
             return True
         if not isinstance(child, MutableMapping):
