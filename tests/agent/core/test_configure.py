@@ -45,7 +45,7 @@ def test_configure_runs_the_settings_engine(agent: AgentService, tmp_path: Path)
     assert result["changed"] is True
     text = (tmp_path / "root" / "etc" / "sysctl.conf").read_text()
     assert text.startswith("# tuned by hand\n")
-    assert "vm.swappiness = 1" in text and "net.ipv4.ip_forward = 1" in text
+    assert "vm.swappiness = 1" in text and "net.ipv4.ip_forward=1" in text
 
 
 def test_configure_errors_change_nothing(agent: AgentService, tmp_path: Path) -> None:
