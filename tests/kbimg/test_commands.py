@@ -52,6 +52,20 @@ def test_upgrade_img_then_vm_img_from_it(tmp_path: Path) -> None:
     subprocess.run(["fsck.ext4", "-fn", str(root_a)], check=True, capture_output=True)
 
 
+def test_from_rootfs_tarball(tmp_path: Path) -> None:
+    root = support.make_tiny_root(tmp_path / "root")
+    tarball = tmp_path / "root.tar.gz"
+    subprocess.run(["tar", "--numeric-owner", "-czf", str(tarball), "-C", str(root), "."],
+                   check=True)
+    doc = support.tiny_doc(tarball)
+    out = tmp_path / "out"
+    build.build(config.load(support.write_toml(tmp_path / "t.toml", doc)), "upgrade-img", out)
+    with tarfile.open(out / "kubeos.tar") as t:
+        names = t.getnames()
+        assert "./var/lib/demo/state" in names and "./boot/vmlinuz" in names
+        assert t.getmember("./etc/shadow").uid == 0
+
+
 def test_pxe_img(tmp_path: Path) -> None:
     root = support.make_tiny_root(tmp_path / "root")
     doc = support.tiny_doc(root, pxe_config={
