@@ -10,12 +10,12 @@ it cleans up and reports it, and the dirty slot can never be switched to until a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from kubeos.agent.settings.atomic import atomic_write
 
 
 class AgentState:
@@ -34,21 +34,8 @@ class AgentState:
 
     def _save(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._data, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        data = json.dumps(self._data, indent=1, sort_keys=True).encode()
+        atomic_write(self.path, data, mode=0o600)
 
     def get(self, key: str) -> Any:
         with self._lock:

@@ -149,7 +149,11 @@ def read_grubenv(path: Path) -> GrubEnv:
 
 
 def write_grubenv(path: Path, env: GrubEnv) -> None:
-    """Replace grubenv atomically and durably."""
+    """Replace grubenv atomically and durably.
+
+    Not ``settings.atomic.atomic_write``: that one carries the old file's mode and owner over,
+    which the ESP's vfat cannot store and may refuse.
+    """
     data = env.to_bytes()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +163,8 @@ def write_grubenv(path: Path, env: GrubEnv) -> None:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
+            # no chmod: on the vfat ESP modes come from the mount options, and a chmod
+            # the mount cannot represent fails with EPERM
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
