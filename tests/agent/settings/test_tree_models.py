@@ -56,6 +56,38 @@ def test_kubelet_unchanged_file_is_not_rewritten(tmp_path: Path) -> None:
     assert not result.changed and read(tmp_path, KUBELET) == text
 
 
+ODD_LAYOUT = """\
+a:   1
+flow: [x,   y]
+map: {k: v,  j: w}
+block: |
+  line1
+  line2
+long: "quoted"   # c
+anchors: &x
+  q: 1
+ref: *x
+weird:
+    deep: 1
+b: 2
+"""
+
+
+def test_kubelet_odd_layout_elsewhere_is_not_reformatted(tmp_path: Path) -> None:
+    write(tmp_path, KUBELET, ODD_LAYOUT)
+    apply(tmp_path, config("kubernetes.kubelet", ("b", 3), ("weird.deep", 2)))
+    assert read(tmp_path, KUBELET) == ODD_LAYOUT.replace("b: 2", "b: 3").replace(
+        "deep: 1", "deep: 2")
+
+
+def test_kept_lines_must_not_change_the_data() -> None:
+    from kubeos.agent.settings.kubelet import keep_untouched_lines
+
+    # Same characters but for whitespace, yet different data: the dumped text wins.
+    assert keep_untouched_lines("k: 'a  b'\n", "k: 'a b'\n") == "k: 'a b'\n"
+    assert keep_untouched_lines("k:  1\nz: 0\n", "k: 1\nz: 1\n") == "k:  1\nz: 1\n"
+
+
 def test_kubelet_type_distinctions(tmp_path: Path) -> None:
     write(tmp_path, KUBELET, "a: 0\nb: true\nc: 1\n")
     result = apply(tmp_path, config("kubernetes.kubelet", ("a", "0"), ("b", 1), ("c", 1.0)))

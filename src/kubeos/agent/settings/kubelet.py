@@ -8,6 +8,7 @@ request changes is not rewritten at all. A replaced string keeps its quoting sty
 
 from __future__ import annotations
 
+import difflib
 import io
 from collections.abc import MutableMapping
 from typing import Any
@@ -81,7 +82,45 @@ def edit_yaml(text: str, contents: tuple[Content, ...], warn: rules.Warn) -> str
     yaml.dump(doc, buffer)
     if prefix:
         return prefix + buffer.getvalue()
-    return _restore_head(text, buffer.getvalue())
+    return keep_untouched_lines(text, _restore_head(text, buffer.getvalue()))
+
+
+def keep_untouched_lines(original: str, dumped: str) -> str:
+    """Undo ruamel's re-formatting of lines the request did not touch.
+
+    The dumper normalises spacing (``a:   1`` → ``a: 1``, ``[x,   y]`` → ``[x, y]``) and
+    indentation of whole blocks. Where a dumped line differs from its original only in
+    whitespace (lines are paired by a diff of their whitespace-free forms), the original line
+    is kept. The merged text is accepted only if it loads to the same data as the dumped text;
+    otherwise the dumped text is used as is.
+    """
+    old, new = original.splitlines(keepends=True), dumped.splitlines(keepends=True)
+    old_bare, new_bare = ["".join(ln.split()) for ln in old], ["".join(ln.split()) for ln in new]
+    if len(old) == len(new):
+        # Updates in place (the common case): compare line by line, in linear time.
+        pairs = [(i, i) for i in range(len(old)) if old_bare[i] == new_bare[i]]
+    else:
+        matcher = difflib.SequenceMatcher(a=old_bare, b=new_bare, autojunk=False)
+        pairs = [(block.a + k, block.b + k) for block in matcher.get_matching_blocks()
+                 for k in range(block.size)]
+    merged = list(new)
+    kept = False
+    for i, j in pairs:
+        if old[i] != new[j]:
+            merged[j] = old[i]
+            kept = True
+    if not kept:
+        return dumped
+    result = "".join(merged)
+    try:
+        same = _data(result) == _data(dumped)
+    except YAMLError:
+        same = False
+    return result if same else dumped
+
+
+def _data(text: str) -> Any:
+    return YAML(typ="safe").load(text)
 
 
 def _head(text: str) -> tuple[str, str]:
