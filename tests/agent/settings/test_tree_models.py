@@ -156,6 +156,13 @@ def test_containerd_keeps_comments_and_indents_new_keys(tmp_path: Path) -> None:
         "  uid = 0\n", "  uid = 1\n  gid = 2\n")
 
 
+def test_containerd_literal_string_stays_literal(tmp_path: Path) -> None:
+    write(tmp_path, CONTAINERD, CONTAINERD_TEXT)
+    key = 'plugins."io.containerd.grpc.v1.cri".sandbox_image'
+    apply(tmp_path, config("container.containerd", (key, "registry.k8s.io/pause:3.9")))
+    assert "    sandbox_image = 'registry.k8s.io/pause:3.9'\n" in read(tmp_path, CONTAINERD)
+
+
 def test_containerd_new_nested_table_follows_file_style(tmp_path: Path) -> None:
     write(tmp_path, CONTAINERD, CONTAINERD_TEXT)
     apply(tmp_path, config("container.containerd",

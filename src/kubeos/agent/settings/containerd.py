@@ -1,7 +1,8 @@
 """``container.containerd``: dotted keys in containerd's TOML config, edited with tomlkit.
 
 tomlkit keeps comments, ordering, quoting and number formats, so only the edited keys change
-(the reference re-serialised the whole file and lost every comment). New keys take the
+(the reference re-serialised the whole file and lost every comment); a replaced literal
+string stays literal. New keys take the
 indentation of their siblings, so an edit in ``containerd config default`` output does not
 stand out. Integers outside TOML's signed 64-bit range are rejected (the reference panicked);
 ``null`` and mappings have no TOML form and are skipped with a warning, as in the reference.
@@ -14,7 +15,7 @@ from typing import Any
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
-from tomlkit.items import AoT, InlineTable, Item, Table
+from tomlkit.items import AoT, InlineTable, Item, String, Table
 
 from kubeos.agent.settings import rules, tree
 from kubeos.agent.settings.errors import ParseError, ValueTypeError
@@ -83,6 +84,11 @@ def _convert(value: JsonValue, key: str) -> Any:
 
 
 def _assign(parent: MutableMapping[Any, Any], segment: str, value: Any) -> None:
+    """Replace a value; a literal ('...') string stays literal when the new text allows it."""
+    existing = parent[segment]
+    if (isinstance(existing, String) and isinstance(value, str) and existing.type.is_literal()
+            and "'" not in value and "\n" not in value):
+        value = tomlkit.string(value, literal=True)
     parent[segment] = value
 
 

@@ -1,9 +1,11 @@
 """``kubernetes.kubelet``: dotted keys in the kubelet's YAML config, edited with ruamel.yaml.
 
 The round-trip loader keeps comments, key order, quoting and blank lines, and the dumper is set
-to the file's own indentation and never re-wraps long lines, so only the edited keys change
-(the reference re-serialised the document and lost every comment). A file that nothing in the
-request changes is not rewritten at all. A replaced string keeps its quoting style.
+to the file's own indentation and never re-wraps long lines. What ruamel still re-formats
+(spacing after ``:``, inside flow collections, indentation of blocks) is undone line by line by
+:func:`keep_untouched_lines`, so only the edited keys' lines change (the reference
+re-serialised the document and lost every comment). A file that nothing in the request changes
+is not rewritten at all. A replaced string keeps its quoting style.
 """
 
 from __future__ import annotations
