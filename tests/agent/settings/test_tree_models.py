@@ -196,6 +196,12 @@ def test_containerd_array_elements_without_toml_form_are_dropped(tmp_path: Path)
     assert tomllib.loads(read(tmp_path, CONTAINERD))["disabled_plugins"] == ["a", "b"]
 
 
+def test_containerd_array_of_tables_is_not_appended_to(tmp_path: Path) -> None:
+    write(tmp_path, CONTAINERD, "[[proxy]]\n  name = 'a'\n")
+    result = apply(tmp_path, config("container.containerd", ("proxy", [1])))
+    assert not result.changed and result.warnings[0].key == "proxy"
+
+
 def test_containerd_bad_toml_is_a_parse_error(tmp_path: Path) -> None:
     write(tmp_path, CONTAINERD, "[grpc\n")
     with pytest.raises(ParseError) as err:

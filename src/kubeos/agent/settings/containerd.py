@@ -57,7 +57,8 @@ class ContainerContainerd:
 def edit_toml(text: str, contents: tuple[Content, ...], warn: rules.Warn) -> str:
     """Apply ``contents`` to TOML text; unchanged documents come back byte for byte."""
     doc = tomlkit.parse(text)
-    ops = tree.TreeOps(convert=_convert, nest=_nest, assign=_assign, null_is_mapping=False)
+    ops = tree.TreeOps(convert=_convert, nest=_nest, assign=_assign, null_is_mapping=False,
+                       appendable=lambda existing: not isinstance(existing, AoT))
     if not tree.apply_contents(doc, contents, ops, warn):
         return text
     return tomlkit.dumps(doc)

@@ -31,6 +31,8 @@ class TreeOps:
     """``assign(parent, segment, value)`` replaces an existing value, keeping its style."""
     null_is_mapping: bool
     """Whether a null intermediate value may become a mapping (YAML: yes)."""
+    appendable: Callable[[Any], bool] = lambda existing: True
+    """Whether request lists may be appended to this existing list."""
 
 
 class Skip(Exception):
@@ -92,6 +94,9 @@ def _set_or_delete(node: MutableMapping[Any, Any], segment: str, content: Conten
     existing = node[segment]
     new = ops.convert(content.value, content.key)
     if isinstance(existing, MutableSequence) and not isinstance(existing, str):
+        if not ops.appendable(existing):
+            warn(content.key, "this list cannot be appended to (TOML array of tables); skipped")
+            return False
         if not isinstance(new, list):
             warn(content.key, "existing value is a list; a list value is appended, key skipped")
             return False
