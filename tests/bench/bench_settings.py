@@ -7,18 +7,23 @@ For each model a file (or, for ``kernel.sysctl``, a /proc/sys tree) holding N ke
 under a temporary root, and one request updating all N keys is applied (parse, edit, atomic
 write with fsync). The baseline, measured in the same run on the same file, is a plain read and
 write of that file's bytes (of every proc file, for ``kernel.sysctl``), so the ratio says what
-the engine costs on top of touching the data at all. Times are the best of R runs.
+the engine costs on top of touching the data at all. For the YAML and TOML models a second
+baseline is a bare round trip (load and dump, no edits) through the same library, which shows
+how much of the time is the library's. Times are the best of R runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import tomlkit
+from ruamel.yaml import YAML
 
 from kubeos.agent.settings import apply_settings, parse_config
 
@@ -107,8 +112,24 @@ def _best(runs: int, setup: Callable[[Path], object], action: Callable[[Path, ob
     return best
 
 
-def bench(keys: int = 1000, runs: int = 3) -> dict[str, tuple[float, float, float]]:
-    """``{model: (apply_s, dry_run_s, baseline_s)}``."""
+def _yaml_round_trip(path: Path) -> None:
+    yaml = YAML(typ="rt")
+    buffer = io.StringIO()
+    yaml.dump(yaml.load(path.read_text()), buffer)
+
+
+def _toml_round_trip(path: Path) -> None:
+    tomlkit.dumps(tomlkit.parse(path.read_text()))
+
+
+ROUND_TRIPS: dict[str, Callable[[Path], None]] = {
+    "kubernetes.kubelet": _yaml_round_trip,
+    "container.containerd": _toml_round_trip,
+}
+
+
+def bench(keys: int = 1000, runs: int = 3) -> dict[str, tuple[float, float, float, float]]:
+    """``{model: (apply_s, dry_run_s, baseline_s, library_round_trip_s or nan)}``."""
     out = {}
     for model, build in SETUPS.items():
         def setup(root: Path, build: Callable[..., tuple[list[Path], dict[str, object]]] = build
@@ -127,20 +148,29 @@ def bench(keys: int = 1000, runs: int = 3) -> dict[str, tuple[float, float, floa
                 data = path.read_bytes()
                 path.write_bytes(data)
 
+        round_trip = ROUND_TRIPS.get(model)
+        library = float("nan")
+        if round_trip is not None:
+            library = _best(runs, setup,
+                            lambda root, p, rt=round_trip: rt(p[0][0]))  # type: ignore[index]
         out[model] = (
             _best(runs, setup, run),
             _best(runs, setup, lambda root, p: run(root, p, dry_run=True)),
             _best(runs, setup, baseline),
+            library,
         )
     return out
 
 
-def report(results: dict[str, tuple[float, float, float]], keys: int) -> None:
+def report(results: dict[str, tuple[float, float, float, float]], keys: int) -> None:
     print(f"\nsettings engine: one request updating {keys} keys, best of runs")
-    print(f"{'model':24} {'apply ms':>10} {'dry-run ms':>11} {'read+write ms':>14} {'ratio':>8}")
-    for model, (applied, dry, base) in results.items():
-        print(f"{model:24} {applied * 1e3:10.1f} {dry * 1e3:11.1f} {base * 1e3:14.2f} "
-              f"{applied / base:7.0f}x")
+    print(f"{'model':24} {'apply ms':>9} {'dry-run ms':>11} {'read+write ms':>14} "
+          f"{'ratio':>7} {'lib load+dump ms':>17} {'ratio':>6}")
+    for model, (applied, dry, base, library) in results.items():
+        lib = (f"{library * 1e3:17.1f} {applied / library:5.1f}x" if library == library
+               else f"{'-':>17} {'-':>6}")
+        print(f"{model:24} {applied * 1e3:9.1f} {dry * 1e3:11.1f} {base * 1e3:14.2f} "
+              f"{applied / base:6.0f}x {lib}")
 
 
 @pytest.mark.bench
