@@ -140,13 +140,15 @@ def test_tar_upgrade_trial_and_commit(node: Node, https: FileServer, tar_v2: Pat
 def test_raw_image_over_mtls(node: Node, tmp_path: Path) -> None:
     tree = make_root_tree(tmp_path / "tree-img", "2.1.0")
     image = make_fs_image(tree, tmp_path / "root.img", 24, label="ROOT-A")  # wrong label on purpose
+    with open(image, "ab") as f:
+        f.write(b"\0" * 1000)  # a tail that O_DIRECT cannot write
     with serve_files(node.pki, tmp_path / "srv", require_client_cert=True) as srv:
         srv.routes["/root.img"] = Route(file=image)
         agent = node.agent()
         res = agent.prepare_upgrade(
             [req(srv.url("/root.img"), sha256_of(image), version="2.1.0", mtls=True)]
         )
-    assert (res["payload"], res["version"], res["bytes"]) == ("fs-image", "2.1.0", 24 << 20)
+    assert (res["payload"], res["version"], res["bytes"]) == ("fs-image", "2.1.0", (24 << 20) + 1000)
     assert ext_label(node.disk.parts["ROOT-B"]) == "ROOT-B"  # relabelled for GRUB's search
 
 

@@ -1,15 +1,17 @@
 """The download side of the single streaming pass: read, count and hash on the fly.
 
-A producer thread pulls the HTTP body into 1 MiB chunks and feeds sha256 with each one while
-the consumer (the partition writer or the tar extractor) works on the previous chunks. Both
-``ssl`` reads, ``hashlib`` on large buffers and ``os.write`` release the GIL, so downloading,
-hashing and writing overlap on two cores the way ``curl | tee >(sha256sum) | dd`` does, and no
-byte is stored anywhere but in the target partition.
+A producer thread pulls the HTTP body into a small pool of page-aligned 1 MiB buffers and feeds
+sha256 with each one while the consumer (the partition writer or the tar extractor) works on
+the previous buffers. ``ssl`` reads, ``hashlib`` on large buffers and ``os.write`` release the
+GIL, so downloading, hashing and writing overlap the way ``curl | tee >(sha256sum) | dd`` does,
+and no byte is stored anywhere but in the target partition. The buffers are ``mmap`` pages,
+reused rather than allocated per chunk, and aligned so the raw writer can use ``O_DIRECT``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import queue
 import threading
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from typing import Protocol
 from kubeos.agent.errors import AgentError, ChecksumMismatchError, DownloadError
 
 CHUNK = 1 << 20
-DEPTH = 16  # chunks in flight between the threads (16 MiB)
+DEPTH = 16  # buffers in the pool: at most 16 MiB in flight
 
 
 class Readable(Protocol):
@@ -27,35 +29,41 @@ class Readable(Protocol):
     def readinto(self, buffer: memoryview) -> int: ...
 
 
+_Item = tuple[mmap.mmap, int] | BaseException | None
+
+
 class HashingStream:
-    """Reads ``source`` in a background thread; hashes everything; consumed via :meth:`chunks`
-    or file-like :meth:`read` (for ``tarfile``). Call :meth:`finish` to drain and verify length.
+    """Reads ``source`` in a background thread and hashes everything. Consume it either with
+    :meth:`chunks` (each chunk is valid until the next is requested) or file-like with
+    :meth:`read` (for ``tarfile``); then :meth:`finish` drains it and checks its length.
     """
 
     def __init__(self, source: Readable) -> None:
         self._source = source
         self._sha = hashlib.sha256()
         self.received = 0
-        self._queue: queue.Queue[bytearray | BaseException | None] = queue.Queue(DEPTH)
+        self._free: queue.Queue[mmap.mmap] = queue.Queue()
+        for _ in range(DEPTH):
+            self._free.put(mmap.mmap(-1, CHUNK))
+        self._full: queue.Queue[_Item] = queue.Queue()
         self._stop = threading.Event()
         self._eof = False
+        self._held: mmap.mmap | None = None  # buffer behind ``_pending``
         self._pending = memoryview(b"")
         self._thread = threading.Thread(target=self._produce, name="download", daemon=True)
         self._thread.start()
 
-    def _put(self, item: bytearray | BaseException | None) -> bool:
+    def _take_free(self) -> mmap.mmap | None:
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
+                return self._free.get(timeout=0.2)
+            except queue.Empty:
                 continue
-        return False
+        return None
 
     def _produce(self) -> None:
         try:
-            while not self._stop.is_set():
-                buf = bytearray(CHUNK)
+            while (buf := self._take_free()) is not None:
                 view = memoryview(buf)
                 filled = 0
                 while filled < CHUNK:
@@ -63,64 +71,59 @@ class HashingStream:
                     if n == 0:
                         break
                     filled += n
+                if filled:
+                    self._sha.update(view[:filled])
+                    self.received += filled
+                view.release()
                 if filled == 0:
                     break
-                self._sha.update(view[:filled])
-                self.received += filled
-                view.release()
-                if filled < CHUNK:
-                    del buf[filled:]
-                if not self._put(buf):
-                    return
+                self._full.put((buf, filled))
+            if self._stop.is_set():
+                return
             length = self._source.length
             if length is not None and self.received != length:
-                raise DownloadError(
-                    f"download truncated: got {self.received} of {length} bytes"
-                )
-            self._put(None)
+                raise DownloadError(f"download truncated: got {self.received} of {length} bytes")
+            self._full.put(None)
         except BaseException as exc:  # handed to the consumer, which raises it
             if not isinstance(exc, AgentError):
                 exc = DownloadError(f"download failed: {exc}")
-            self._put(exc)
+            self._full.put(exc)
 
-    def _next(self) -> bytearray | None:
+    def _next(self) -> tuple[mmap.mmap, int] | None:
+        if self._held is not None:  # the consumer is done with the previous buffer
+            self._free.put(self._held)
+            self._held = None
         if self._eof:
             return None
-        item = self._queue.get()
-        if item is None:
+        item = self._full.get()
+        if item is None or isinstance(item, BaseException):
             self._eof = True
+            if item is not None:
+                raise item
             return None
-        if isinstance(item, BaseException):
-            self._eof = True
-            raise item
+        self._held = item[0]
         return item
 
-    def chunks(self) -> Iterator[bytes | bytearray]:
-        """Every remaining byte, chunk by chunk (after what :meth:`read` already returned)."""
+    def chunks(self) -> Iterator[memoryview]:
+        """The remaining bytes, one buffer at a time (after what :meth:`read` returned)."""
         if self._pending:
-            rest = bytes(self._pending)
-            self._pending = memoryview(b"")
+            rest, self._pending = self._pending, memoryview(b"")
             yield rest
-        while (chunk := self._next()) is not None:
-            yield chunk
+        while (item := self._next()) is not None:
+            yield memoryview(item[0])[: item[1]]
 
     def peek(self, size: int) -> bytes:
-        """Up to ``size`` bytes from the start of what :meth:`read` will return next."""
-        data = bytes(self._pending)
-        while len(data) < size:
-            chunk = self._next()
-            if chunk is None:
-                break
-            data += chunk
-        self._pending = memoryview(data)
-        return data[:size]
+        """Up to ``size`` bytes from the start of what comes next (the first buffer's worth)."""
+        if not self._pending and (item := self._next()) is not None:
+            self._pending = memoryview(item[0])[: item[1]]
+        return bytes(self._pending[:size])
 
     def read(self, size: int = -1) -> bytes:
         if not self._pending:
-            chunk = self._next()
-            if chunk is None:
+            item = self._next()
+            if item is None:
                 return b""
-            self._pending = memoryview(chunk)
+            self._pending = memoryview(item[0])[: item[1]]
         if size < 0 or size >= len(self._pending):
             out = bytes(self._pending)
             self._pending = memoryview(b"")
@@ -137,7 +140,7 @@ class HashingStream:
         return self._sha.hexdigest()
 
     def abort(self) -> None:
-        """Stop the producer (the consumer failed); safe to call more than once."""
+        """Stop the producer (the consumer failed or is done); safe to call more than once."""
         self._stop.set()
         self._thread.join(timeout=5)
 
@@ -145,4 +148,3 @@ class HashingStream:
 def check_digest(expected: str, actual: str) -> None:
     if expected.strip().lower() != actual:
         raise ChecksumMismatchError(f"Checksum {actual} mismatch to {expected.strip().lower()}")
-
