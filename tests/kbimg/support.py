@@ -121,7 +121,10 @@ def have(*programs: str) -> bool:
     return all(shutil.which(p) for p in programs)
 
 
-def mounts_and_loops() -> tuple[str, str]:
-    mounts = Path("/proc/mounts").read_text()
+def mounts_and_loops(under: Path) -> tuple[list[str], list[str]]:
+    """Mounts and loop devices that involve ``under`` (other tests on the machine may mount
+    and attach loops of their own at the same time, so global lists are not comparable)."""
+    key = str(under)
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if key in line]
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
-    return mounts, loops
+    return mounts, [line for line in loops.splitlines() if key in line]

@@ -48,6 +48,32 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop()
+        children = [c for c, p in parents.items() if p == current]
+        found += children
+        frontier += children
+    return found
+
+
 def _assert_consistent(out: Path) -> None:
     """Whatever is under a final name is complete and belongs to one build."""
     present = {p.name for p in out.iterdir() if not p.name.startswith(".")}
@@ -72,7 +98,7 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
         (bulk / f"blob{i}").write_bytes(rng.randbytes(12 << 20))
     toml = support.write_toml(tmp_path / "kbimg.toml", support.tiny_doc(root))
     out = tmp_path / "out"
-    before = support.mounts_and_loops()
+    before = support.mounts_and_loops(tmp_path)
 
     began = time.monotonic()
     subprocess.run(_kbimg(toml, tmp_path / "measure"), check=True, capture_output=True)
@@ -89,14 +115,14 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
         while _processes_mentioning(str(out)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _processes_mentioning(str(out)) == [], f"children survived kill {n}"
-        assert support.mounts_and_loops() == before, f"mounts or loops changed by kill {n}"
+        assert support.mounts_and_loops(tmp_path) == before, f"mounts or loops changed by kill {n}"
         _assert_consistent(out)
 
     result = subprocess.run(_kbimg(toml, out), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert {p.name for p in out.iterdir()} == {".kbimg.lock", *VM_ARTIFACTS}
     _assert_consistent(out)
-    assert support.mounts_and_loops() == before
+    assert support.mounts_and_loops(tmp_path) == before
 
 
 def test_killed_sandbox_leaves_no_mounts(tmp_path: Path) -> None:
@@ -104,15 +130,13 @@ def test_killed_sandbox_leaves_no_mounts(tmp_path: Path) -> None:
     dies with the step."""
     root = tmp_path / "root"
     root.mkdir()
-    before = support.mounts_and_loops()
+    before = support.mounts_and_loops(tmp_path)
     proc = subprocess.Popen(sandboxed_argv(root, ["sleep", "60"], chroot=False))
     try:
         deadline = time.monotonic() + 10
         inner: list[int] = []
         while time.monotonic() < deadline:
-            inner = [p for p in _processes_mentioning("sleep 60")
-                     if p != proc.pid and str(root) not in
-                     Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+            inner = [p for p in _descendants(proc.pid) if _comm(p) == "sleep"]
             if inner:
                 break
             time.sleep(0.05)
@@ -127,7 +151,7 @@ def test_killed_sandbox_leaves_no_mounts(tmp_path: Path) -> None:
     while any(Path(f"/proc/{p}").exists() for p in inner) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(Path(f"/proc/{p}").exists() for p in inner)
-    assert support.mounts_and_loops() == before
+    assert support.mounts_and_loops(tmp_path) == before
 
 
 def test_second_build_waits_for_none_and_fails_fast_on_lock(tmp_path: Path) -> None:

@@ -41,11 +41,11 @@ def test_chroot_script_runs_sandboxed_and_is_removed(tmp_path: Path) -> None:
     script.write_text("echo ran > /ran-marker\n"
                       "if [ -e /proc/self/status ]; then echo yes > /proc-marker; fi\n"
                       "echo \"$0\" > /argv-marker\n")
-    before = support.mounts_and_loops()
+    before = support.mounts_and_loops(tmp_path)
     doc = support.tiny_doc(root, chroot_script={"path": str(script), "rm": True})
     out = tmp_path / "out"
     build.build(config.load(support.write_toml(tmp_path / "k.toml", doc)), "upgrade-img", out)
-    assert support.mounts_and_loops() == before
+    assert support.mounts_and_loops(tmp_path) == before
     with tarfile.open(out / "kubeos.tar") as t:
         names = t.getnames()
         assert "./ran-marker" in names and "./proc-marker" in names
