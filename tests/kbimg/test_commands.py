@@ -111,3 +111,33 @@ def test_cli_builds_vm_img(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(out / n) for n in build.VM_ARTIFACTS]
     assert "done vm-img" in proc.stderr
+
+
+def test_absolute_symlinks_in_the_image_never_reach_the_host(tmp_path: Path) -> None:
+    """Every file kbimg writes into the root is resolved like in a chroot: hostile or just
+    absolute symlinks in the image cannot make it write on the build host."""
+    host = tmp_path / "host"
+    host.mkdir()
+    victims = {name: host / name for name in ("resolv", "osrel", "unit", "grubcfg", "skel")}
+    for victim in victims.values():
+        victim.write_text("host content\n")
+    root = support.make_tiny_root(tmp_path / "root")
+    (root / "etc/resolv.conf").symlink_to(victims["resolv"])
+    (root / "usr/lib/os-release").symlink_to(victims["osrel"])
+    (root / "usr/lib/systemd/system/etc.mount").symlink_to(victims["unit"])
+    (root / "boot/efi/EFI/openEuler").mkdir(parents=True)
+    (root / "boot/efi/EFI/openEuler/grub.cfg").symlink_to(victims["grubcfg"])
+    (root / "home/bob").mkdir(parents=True)
+    (root / "home/bob/.profile").symlink_to(victims["skel"])
+    src = tmp_path / "resolv.conf"
+    src.write_text("nameserver 192.0.2.1\n")
+    doc = support.tiny_doc(root, copy_files=[{"src": str(src), "dst": "/etc/resolv.conf"}],
+                           users=[{"name": "bob", "passwd": "pw"}])
+    out = tmp_path / "out"
+    build.build(config.load(support.write_toml(tmp_path / "k.toml", doc)), "vm-img", out)
+    for victim in victims.values():
+        assert victim.read_text() == "host content\n", victim
+    table = support.partition_table(out / "system.img")
+    root_a = support.cut_partition(out / "system.img", table["partitions"][1], tmp_path / "a")
+    assert support.debugfs_cat(root_a, "/etc/resolv.conf") == "nameserver 192.0.2.1\n"
+    assert "KubeOS 1.0.0" in support.debugfs_cat(root_a, "/usr/lib/os-release")

@@ -24,7 +24,7 @@ from kubeos.kbimg import oci
 from kubeos.kbimg.commands import require, run
 from kubeos.kbimg.config import AdminContainer
 from kubeos.kbimg.errors import BuildError
-from kubeos.kbimg.inroot import makedirs, resolve
+from kubeos.kbimg.inroot import copy_into, resolve
 from kubeos.kbimg.rootfs import DEBIAN_MIRROR
 from kubeos.kbimg.sandbox import run_sandboxed
 
@@ -152,15 +152,8 @@ def _copy(spec: str, context: Path, root: Path, hostshell: Path) -> None:
         host = hostshell if src == "hostshell" else (context / src).resolve()
         if context.resolve() not in host.parents and host != hostshell:
             raise BuildError(f"Containerfile: COPY source {src!r} is outside the context")
-        if into_dir:
-            target = makedirs(root, dest) / Path(src).name
-        else:
-            parent = dest.rsplit("/", 1)[0] or "/"
-            target = makedirs(root, parent) / dest.rsplit("/", 1)[1]
-        if host.is_dir():
-            shutil.copytree(host, target, dirs_exist_ok=True)
-        else:
-            shutil.copy2(host, target)
+        target = f"{dest.rstrip('/')}/{Path(src).name}" if into_dir else dest
+        copy_into(root, host, target)
 
 
 def build_admin(spec: AdminContainer, work: Path, step: Callable[[str], None]) -> str:

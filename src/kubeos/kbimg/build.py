@@ -27,9 +27,12 @@ def _noop(_: str) -> None:
 
 def tar_root(root: Path, out: Path) -> None:
     """The root as ``os.tar`` / ``kubeos.tar`` (the ``disk`` upgrade payload): numeric owners,
-    sorted entries, xattrs kept."""
+    sorted entries, xattrs kept; mtimes clamped to SOURCE_DATE_EPOCH when it is set."""
+    reproducible = []
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        reproducible = [f"--mtime=@{int(os.environ['SOURCE_DATE_EPOCH'])}", "--clamp-mtime"]
     run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--sort=name",
-         "-C", root, "-cf", out, "."])
+         *reproducible, "-C", root, "-cf", out, "."])
 
 
 def _prepared_root(cfg: Config, work: Path, kernel_required: bool, step: Step) -> Path:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import kubeos
 from kubeos.kbimg import grub, units
-from kubeos.kbimg.commands import run
 from kubeos.kbimg.config import Config, FromDockerImg
 from kubeos.kbimg.errors import BuildError
-from kubeos.kbimg.inroot import makedirs, resolve
+from kubeos.kbimg.inroot import copy_into, makedirs, resolve, write_file
 from kubeos.kbimg.sandbox import run_sandboxed
 from kubeos.kbimg.users import add_users, set_root_password
 
@@ -68,9 +67,7 @@ def install_agent(root: Path) -> None:
         shutil.rmtree(dest)
     shutil.copytree(Path(kubeos.__file__).parent, dest,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    launcher = makedirs(root, "/usr/bin") / "os-agent"
-    launcher.write_text(AGENT_LAUNCHER)
-    os.chmod(launcher, 0o755)
+    write_file(root, "/usr/bin/os-agent", AGENT_LAUNCHER, 0o755)
 
 
 def install_units(root: Path) -> list[str]:
@@ -99,13 +96,9 @@ def write_os_release(root: Path, version: str) -> None:
     etc = resolve(root, "/etc/os-release", follow_last=False)
     if etc.is_symlink() or etc.exists():
         etc.unlink()
-    target = makedirs(root, "/usr/lib") / "os-release"
-    if target.is_symlink():
-        target.unlink()
-    target.write_text(
-        f'NAME="KubeOS"\nID=kubeos\nPRETTY_NAME="KubeOS {version}"\nVERSION_ID="{version}"\n'
-    )
-    os.chmod(target, 0o644)
+    write_file(root, "/usr/lib/os-release",
+               f'NAME="KubeOS"\nID=kubeos\nPRETTY_NAME="KubeOS {version}"\n'
+               f'VERSION_ID="{version}"\n')
 
 
 def normalize_kernel(root: Path, *, required: bool) -> None:
@@ -141,28 +134,26 @@ def normalize_kernel(root: Path, *, required: bool) -> None:
 
 def install_grub_config(root: Path, grub_passwd: str | None) -> None:
     """grub.cfg (root by LABEL, for payloads; disks get a PARTUUID one) and the hashed password."""
-    esp = makedirs(root, f"{ESP_IN_ROOT}/{grub.ESP_DIR}")
-    (esp / "grub.cfg").write_text(grub.grub_cfg(grub.RootRef.by_label()))
+    esp = f"{ESP_IN_ROOT}/{grub.ESP_DIR}"
+    write_file(root, f"{esp}/grub.cfg", grub.grub_cfg(grub.RootRef.by_label()))
     if grub_passwd:
-        fd = os.open(esp / "user.cfg", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(grub.user_cfg(grub_passwd))
+        write_file(root, f"{esp}/user.cfg", grub.user_cfg(grub_passwd), 0o600)
 
 
 def copy_files(root: Path, cfg: Config) -> None:
-    """``[[copy_files]]``: ``cp -r src <root>/dst`` after an optional ``mkdir -p create_dir``."""
+    """``[[copy_files]]``: ``cp -r src <root>/dst`` after an optional ``mkdir -p create_dir``,
+    with chroot semantics (an absolute symlink in the image never leads onto the host)."""
     for i, item in enumerate(cfg.copy_files):
         if item.create_dir:
             makedirs(root, item.create_dir)
-        parent, _, name = item.dst.rstrip("/").rpartition("/")
-        target = resolve(root, item.dst) if item.dst.rstrip("/") else root
-        if not target.is_dir():
-            if not resolve(root, parent or "/").is_dir():
-                raise BuildError(f"copy_files[{i}].dst: directory {parent or '/'!r} does not "
-                                 "exist in the image (use create_dir)")
-            target = resolve(root, parent or "/") / name
-        run(["cp", "-r", "--preserve=mode,timestamps", "--no-dereference", "--",
-             item.src, target])
+        dst = item.dst.rstrip("/") or "/"
+        parent = dst.rpartition("/")[0] or "/"
+        if resolve(root, dst).is_dir():
+            dst = f"{dst.rstrip('/')}/{item.src.name}"
+        elif not resolve(root, parent).is_dir():
+            raise BuildError(f"copy_files[{i}].dst: directory {parent!r} does not exist in the "
+                             "image (use create_dir)")
+        copy_into(root, item.src, dst)
 
 
 def run_chroot_script(root: Path, cfg: Config) -> None:
@@ -171,9 +162,7 @@ def run_chroot_script(root: Path, cfg: Config) -> None:
     if script is None:
         return
     name = script.path.name
-    dest = resolve(root, f"/{name}")
-    shutil.copyfile(script.path, dest)
-    os.chmod(dest, 0o700)
+    dest = write_file(root, f"/{name}", script.path.read_bytes(), 0o700)
     shell = "/bin/bash" if resolve(root, "/bin/bash").exists() else "/bin/sh"
     try:
         run_sandboxed(root, [shell, f"/{name}"], chroot=True)
@@ -192,7 +181,6 @@ def write_var_tmpfiles(root: Path) -> None:
     var = resolve(root, "/var")
     if not var.is_dir():
         return
-    factory = makedirs(root, "/usr/share/factory/var")
     lines = ["# Written by kbimg: recreates /var on the empty /persist/var."]
     for dirpath, dirnames, filenames in os.walk(var):
         dirnames.sort()
@@ -208,13 +196,10 @@ def write_var_tmpfiles(root: Path) -> None:
                 lines.append(f"d {image} {stat.S_IMODE(st.st_mode):04o} {st.st_uid} "
                              f"{st.st_gid} -")
             elif stat.S_ISREG(st.st_mode):
-                copy = factory / rel
-                copy.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(host, copy, follow_symlinks=False)
+                copy_into(root, host, f"/usr/share/factory/var/{rel}")
                 lines.append(f"C {image} - - - - /usr/share/factory/var/"
                              f"{_tmpfiles_escape(str(rel))}")
-    conf = makedirs(root, "/usr/lib/tmpfiles.d") / "kubeos-var.conf"
-    conf.write_text("\n".join(lines) + "\n")
+    write_file(root, "/usr/lib/tmpfiles.d/kubeos-var.conf", "\n".join(lines) + "\n")
 
 
 def enable_services(root: Path, cfg: Config, own_units: list[str]) -> None:

@@ -89,6 +89,11 @@ def _stage_esp(root: Path, work: Path, layout: Layout) -> Path:
             shutil.move(str(entry), esp / entry.name)
     else:
         in_root.mkdir(parents=True)
+    # FAT has no symlinks, and following one from the image would read or write the host.
+    for dirpath, dirnames, filenames in os.walk(esp):
+        for name in [*dirnames, *filenames]:
+            if (Path(dirpath) / name).is_symlink():
+                (Path(dirpath) / name).unlink()
     add_grub_efi(esp, work)
     efi_dir = esp / grub.ESP_DIR
     roots = grub.RootRef.by_partuuid(layout.root_a.partuuid, layout.root_b.partuuid)

@@ -6,11 +6,10 @@ that in Python needs neither a chroot nor root, and cannot run code from the ima
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from kubeos.kbimg.errors import BuildError
-from kubeos.kbimg.inroot import makedirs, resolve
+from kubeos.kbimg.inroot import makedirs, resolve, write_file
 
 UNIT_DIR = "/usr/lib/systemd/system"
 _SEARCH = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
@@ -58,9 +57,7 @@ ENABLED_MOUNTS = ("boot-efi.mount", "etc.mount", "opt-cni.mount", "var.mount")
 
 
 def write_unit(root: Path, name: str, text: str) -> None:
-    directory = makedirs(root, UNIT_DIR)
-    (directory / name).write_text(text)
-    os.chmod(directory / name, 0o644)
+    write_file(root, f"{UNIT_DIR}/{name}", text)
 
 
 def find_unit(root: Path, name: str) -> tuple[str, Path] | None:

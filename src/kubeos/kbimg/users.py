@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kubeos.kbimg.config import User
 from kubeos.kbimg.errors import BuildError
-from kubeos.kbimg.inroot import makedirs, resolve
+from kubeos.kbimg.inroot import makedirs, resolve, write_file
 
 UID_MIN = 1000
 _SALT_CHARS = string.ascii_letters + string.digits + "./"
@@ -144,10 +144,9 @@ def _make_home(root: Path, home: str, uid: int, gid: int) -> None:
     skel = resolve(root, "/etc/skel")
     if skel.is_dir():
         for entry in sorted(skel.iterdir()):
-            dest = target / entry.name
-            if entry.is_file() and not entry.is_symlink() and not dest.exists():
-                dest.write_bytes(entry.read_bytes())
-                os.chmod(dest, entry.stat().st_mode & 0o777)
-                os.chown(dest, uid, gid)
+            if entry.is_file() and not entry.is_symlink():
+                dest = write_file(root, f"{home}/{entry.name}", entry.read_bytes(),
+                                  entry.stat().st_mode & 0o777)
+                os.chown(dest, uid, gid, follow_symlinks=False)
     os.chmod(target, 0o700)
     os.chown(target, uid, gid)
