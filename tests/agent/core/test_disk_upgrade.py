@@ -148,7 +148,11 @@ def test_raw_image_over_mtls(node: Node, tmp_path: Path) -> None:
         res = agent.prepare_upgrade(
             [req(srv.url("/root.img"), sha256_of(image), version="2.1.0", mtls=True)]
         )
-    assert (res["payload"], res["version"], res["bytes"]) == ("fs-image", "2.1.0", (24 << 20) + 1000)
+    assert (res["payload"], res["version"], res["bytes"]) == (
+        "fs-image",
+        "2.1.0",
+        (24 << 20) + 1000,
+    )
     assert ext_label(node.disk.parts["ROOT-B"]) == "ROOT-B"  # relabelled for GRUB's search
 
 
