@@ -204,3 +204,25 @@ def test_cpio_newc_readable_by_cpio(tmp_path: Path) -> None:
     dest.mkdir()
     subprocess.run(["cpio", "-idm", "--quiet"], input=data, cwd=dest, check=True)
     assert (dest / "etc/conf").read_text() == "a=1\n"
+
+
+def test_agent_copy_runs_on_a_bare_system_python(tmp_path: Path) -> None:
+    """The image's agent needs only python3 (>= 3.11): the package and its two pure-Python
+    dependencies are copied next to it."""
+    from kubeos.kbimg import content
+
+    python = Path("/usr/bin/python3")
+    if not python.exists():
+        pytest.skip("no system python3")
+    root = tmp_path / "root"
+    root.mkdir()
+    content.install_agent(root)
+    launcher = (root / "usr/bin/os-agent").read_text()
+    assert launcher.startswith("#!/usr/bin/python3\n") and content.AGENT_PYTHON_DIR in launcher
+    code = ("import sys; sys.argv = ['os-agent', '--help']\n"
+            "from kubeos.agent.cli import main\nmain()")
+    proc = subprocess.run([str(python), "-S", "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(root / content.AGENT_PYTHON_DIR.lstrip("/")),
+                               "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "serve" in proc.stdout

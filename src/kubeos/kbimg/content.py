@@ -59,14 +59,29 @@ def _noop(_: str) -> None:
     return None
 
 
+def _agent_packages() -> list[tuple[Path, str]]:
+    """Source dirs of the agent and its two pure-Python dependencies, with their target names.
+    ruamel.yaml runs without its optional C extension, so the copies work on any Python 3.11+.
+    """
+    import ruamel.yaml
+    import tomlkit
+
+    return [(Path(kubeos.__file__).parent, "kubeos"),
+            (Path(tomlkit.__file__).parent, "tomlkit"),
+            (Path(ruamel.yaml.__file__).parent, "ruamel/yaml")]
+
+
 def install_agent(root: Path) -> None:
-    """The agent as Python source plus a launcher. Kept in one function so that a release can
-    swap it for installing the project's wheel."""
-    dest = makedirs(root, AGENT_PYTHON_DIR) / "kubeos"
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(Path(kubeos.__file__).parent, dest,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    """The agent as Python source (+ ruamel.yaml, tomlkit) and a launcher. Kept in one function
+    so that a release can swap it for installing the project's wheel."""
+    base = makedirs(root, AGENT_PYTHON_DIR)
+    for src, name in _agent_packages():
+        dest = base / name
+        if dest.exists() or dest.is_symlink():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dest, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
     write_file(root, "/usr/bin/os-agent", AGENT_LAUNCHER, 0o755)
 
 
