@@ -467,3 +467,62 @@ def test_agent_killed_mid_write_then_restarted(
     assert agent.upgrade([])["status"] == "Upgraded"
     node.wait_reboot()
     assert node.env()["next_entry"] == "B"
+
+
+# --- during a trial boot ----------------------------------------------------------------------
+
+
+def _on_trial(node: Node, https: FileServer, tar_v2: Path) -> AgentService:
+    staged_and_upgraded(node, node.agent(), https, tar_v2)
+    assert node.grub() == "B"
+    node.boot("B", "2.0.0")
+    node.reboots.clear()
+    return node.agent()
+
+
+def test_no_new_upgrade_while_a_trial_is_uncommitted(
+    node: Node, https: FileServer, tar_v2: Path
+) -> None:
+    """The inactive slot is the fallback during a trial: it must not be overwritten."""
+    agent = _on_trial(node, https, tar_v2)
+    before = node.grubenv_bytes()
+    with pytest.raises(StateError, match="on trial and not committed"):
+        agent.prepare_upgrade([req(https.url("/kubeos.tar"), sha256_of(tar_v2))])
+    with pytest.raises(StateError, match="on trial"):
+        agent.upgrade([])
+    assert node.grubenv_bytes() == before
+
+
+def test_rollback_during_a_trial_returns_to_the_committed_slot(
+    node: Node, https: FileServer, tar_v2: Path
+) -> None:
+    agent = _on_trial(node, https, tar_v2)
+    assert agent.rollback([{"version": "1.0.0"}])["slot"] == "A"
+    node.wait_reboot()
+    env = node.env()
+    assert env["saved_entry"] == "A" and not env.get("boot_trial") and not env.get("next_entry")
+    assert node.grub() == "A"
+
+
+def test_boot_check_command_records_a_failed_trial(
+    node: Node, https: FileServer, tar_v2: Path
+) -> None:
+    staged_and_upgraded(node, node.agent(), https, tar_v2)
+    node.grub()  # B is tried and crashes; GRUB comes back to A
+    node.boot("A", "1.0.0")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeos.agent.cli",
+            "boot-check",
+            "--root",
+            str(node.root),
+            "--mountinfo",
+            str(node.paths.mountinfo),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env = node.env()
+    assert env["kubeos_rollback"] == "B" and "boot_trial" not in env

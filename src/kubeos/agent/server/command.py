@@ -20,29 +20,34 @@ from kubeos.agent.rpc.server import RpcServer
 from kubeos.agent.service import AgentService
 
 
+def _host_options(parser: argparse.ArgumentParser) -> None:
+    """Where the host's files and devices are; ``--root`` is for sandboxes and tests."""
+    parser.add_argument("--root", type=Path, default=Path("/"),
+                        help="directory all host files are mapped under (default: /)")
+    parser.add_argument("--grubenv", default=GRUBENV,
+                        help=f"grubenv path relative to the root (default: {GRUBENV})")
+    parser.add_argument("--sysfs", type=Path, default=Path("/sys"), help=argparse.SUPPRESS)
+    parser.add_argument("--devfs", type=Path, default=Path("/dev"), help=argparse.SUPPRESS)
+    parser.add_argument("--mountinfo", type=Path, default=Path("/proc/self/mountinfo"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+
+
 def add_parser(subparsers: Any) -> None:
-    """Register ``serve`` on the ``os-agent`` subcommand parser."""
+    """Register ``serve`` and ``boot-check`` on the ``os-agent`` subcommand parser."""
     serve = subparsers.add_parser(
         "serve",
         help="run the agent daemon (JSON-RPC on a unix socket)",
         description="Run the boot check, then serve the agent's JSON-RPC methods.",
     )
-    serve.add_argument("--root", type=Path, default=Path("/"),
-                       help="directory all host files are mapped under (default: /)")
+    _host_options(serve)
     serve.add_argument("--socket", type=Path, default=None,
                        help="socket path (default: <root>/run/os-agent/os-agent.sock)")
     serve.add_argument("--commit-window", type=float, default=900.0, metavar="SECONDS",
                        help="how long a trial boot waits for commit before falling back "
                        "(default: 900)")
-    serve.add_argument("--grubenv", default=GRUBENV,
-                       help=f"grubenv path relative to the root (default: {GRUBENV})")
-    serve.add_argument("--sysfs", type=Path, default=Path("/sys"), help=argparse.SUPPRESS)
-    serve.add_argument("--devfs", type=Path, default=Path("/dev"), help=argparse.SUPPRESS)
-    serve.add_argument("--mountinfo", type=Path, default=Path("/proc/self/mountinfo"),
-                       help=argparse.SUPPRESS)
     serve.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="drop a connection idle for this long (default: 30)")
-    serve.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     serve.set_defaults(func=run_serve)
 
     check = subparsers.add_parser(
@@ -51,12 +56,10 @@ def add_parser(subparsers: Any) -> None:
         description="Record a failed trial boot; with --expire, also end an uncommitted trial "
         "of the booted slot and reboot into the committed one.",
     )
-    check.add_argument("--root", type=Path, default=Path("/"), help=argparse.SUPPRESS)
-    check.add_argument("--grubenv", default=GRUBENV, help=argparse.SUPPRESS)
+    _host_options(check)
     check.add_argument("--expire", action="store_true",
                        help="end an uncommitted trial of the booted slot (reboots)")
-    check.set_defaults(func=run_boot_check, sysfs=Path("/sys"), devfs=Path("/dev"),
-                       mountinfo=Path("/proc/self/mountinfo"), log_level="INFO")
+    check.set_defaults(func=run_boot_check)
 
 
 def _paths(args: argparse.Namespace) -> HostPaths:
