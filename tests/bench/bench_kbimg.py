@@ -83,13 +83,15 @@ def kbimg_build(toml: Path, out: Path) -> tuple[float, dict[str, float]]:
     return end - began, durations
 
 
-def bench(runs: int = 3) -> dict[str, float]:
+def bench(runs: int = 3, prepared: Path | None = None, root_mib: int = 512) -> dict[str, float]:
+    """``prepared``: an existing root tree (e.g. a Debian root) instead of the synthetic one."""
     with tempfile.TemporaryDirectory(prefix="bench-kbimg-", dir="/var/tmp") as tmp:
         base = Path(tmp)
-        root = prepare_root(base / "root")
+        root = prepared if prepared is not None else prepare_root(base / "root")
         files, size = tree_size(root)
+        img_gib = -(-(60 + 2 * root_mib + 2100) // 1024)
         doc = {"from_rootfs": {"path": str(root), "version": "1.0.0"},
-               "disk_partition": {"root": 512, "img_size": 4}}
+               "disk_partition": {"root": root_mib, "img_size": img_gib}}
         toml = base / "kbimg.toml"
         toml.write_text(tomlkit.dumps(doc))
         cfg = config.load(toml)
@@ -127,6 +129,8 @@ def test_bench_kbimg_vm_img() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--root", type=Path, help="a prepared root tree to use instead")
+    parser.add_argument("--root-mib", type=int, default=512, help="ROOT-A size")
     args = parser.parse_args()
-    bench(args.runs)
+    bench(args.runs, args.root, args.root_mib)
     sys.exit(0)
