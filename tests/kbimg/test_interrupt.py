@@ -169,3 +169,38 @@ def test_second_build_waits_for_none_and_fails_fast_on_lock(tmp_path: Path) -> N
         held.__exit__(None, None, None)
     with workspace.locked_output(out):  # released on close, never stale
         pass
+
+
+@pytest.mark.skipif(not support.have("mmdebstrap"), reason="needs mmdebstrap")
+def test_sigkill_during_mmdebstrap(tmp_path: Path) -> None:
+    """mmdebstrap --mode=root mounts /proc, /sys and /dev in its target; killed mid-way, none
+    of it may stay mounted and none of its processes may keep running."""
+    doc = {"from_debian": {"suite": "bookworm", "version": "1"},
+           "disk_partition": {"root": 700, "img_size": 4}}
+    toml = support.write_toml(tmp_path / "kbimg.toml", doc)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_kbimg(toml, out), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    # wait until mmdebstrap has mounted inside its target (seen from its own namespace)
+    mounted = False
+    while time.monotonic() < deadline and not mounted:
+        for pid in _descendants(proc.pid):
+            try:
+                mounted = f"{out}/" in Path(f"/proc/{pid}/mounts").read_text() and (
+                    "/proc " in Path(f"/proc/{pid}/mounts").read_text())
+            except OSError:
+                continue
+            if mounted:
+                break
+        time.sleep(0.2)
+    children = _descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{p}").exists() for p in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert mounted, "mmdebstrap never mounted in its target within 60 s"
+    assert not [p for p in children if Path(f"/proc/{p}").exists()]
+    assert support.mounts_and_loops(tmp_path) == ([], [])
+    assert not [p for p in out.iterdir() if not p.name.startswith(".")]
