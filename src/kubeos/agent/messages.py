@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubeos.agent.errors import INVALID_PARAMS, InvalidRequestError
+from kubeos.agent.errors import INVALID_PARAMS, AgentResponseError, InvalidRequestError
 
 JSONObject = dict[str, Any]
 
@@ -37,6 +37,13 @@ def _field(obj: Mapping[str, Any], name: str, kind: type, default: Any, where: s
 def _object(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidRequestError(f"{where} must be an object", code=INVALID_PARAMS)
+    return value
+
+
+def _result(value: Any) -> Mapping[str, Any]:
+    """A result object from the agent; anything else is the agent's fault, not the caller's."""
+    if not isinstance(value, Mapping):
+        raise AgentResponseError("Response is invalid: the result is not an object")
     return value
 
 
@@ -166,10 +173,10 @@ class OperationResult:
 
     @classmethod
     def from_json(cls, obj: Any) -> OperationResult:
-        o = _object(obj, "result")
+        o = _result(obj)
         status = o.get("status")
         if not isinstance(status, str):
-            raise InvalidRequestError("result.status must be a string")
+            raise AgentResponseError("Response is invalid: result.status is not a string")
         return cls(status=status, details={k: v for k, v in o.items() if k != "status"})
 
     def to_json(self) -> JSONObject:
@@ -195,7 +202,7 @@ class SlotStatus:
 
     @classmethod
     def from_json(cls, obj: Any) -> SlotStatus:
-        o = _object(obj, "slot")
+        o = _result(obj)
         return cls(
             name=str(o.get("name", "")),
             device=o.get("device"),
@@ -233,7 +240,7 @@ class StatusResult:
 
     @classmethod
     def from_json(cls, obj: Any) -> StatusResult:
-        o = _object(obj, "result")
+        o = _result(obj)
         return cls(
             agent_version=str(o.get("agent_version", "")),
             booted_slot=o.get("booted_slot"),

@@ -40,11 +40,6 @@ class FrameScanner:
         self._escape = False
         self._limit = limit
 
-    @property
-    def pending(self) -> bool:
-        """True when part of a message has been received."""
-        return any(b not in b" \t\r\n" for b in self._buf)
-
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the messages completed by them."""
         buf = self._buf

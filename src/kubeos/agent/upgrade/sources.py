@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from kubeos.agent.errors import InvalidRequestError, UnsupportedError
+from kubeos.agent.errors import UnsupportedError
 from kubeos.agent.messages import UpgradeRequest
 from kubeos.agent.upgrade.disk import DiskImageSource
 from kubeos.agent.upgrade.target import StagedImage, StagingTarget
@@ -46,9 +46,3 @@ SOURCES: dict[str, UpgradeSource] = {
     "containerd": NotSupportedYet("containerd"),
 }
 
-
-def source_for(image_type: str) -> UpgradeSource:
-    try:
-        return SOURCES[image_type]
-    except KeyError:
-        raise InvalidRequestError(f'Invalid image type "{image_type}"') from None
