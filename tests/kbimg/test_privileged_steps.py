@@ -128,3 +128,55 @@ def test_admin_container_image(tmp_path: Path) -> None:
     if shutil.which("skopeo"):
         subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"], check=True,
                        capture_output=True)
+
+
+FAKE_DNF = """#!{python}
+import json, os, shutil, sys
+args = sys.argv[1:]
+root = next(a.split("=", 1)[1] for a in args if a.startswith("--installroot="))
+if "install" in args:
+    with open(os.path.join(root, "dnf-argv.json"), "w") as f:
+        json.dump(args, f)
+    with open(os.path.join(root, "proc-mounted"), "w") as f:
+        f.write(str(os.path.exists(os.path.join(root, "proc/self/status"))))
+    shutil.copytree(os.environ["FAKE_ROOT_TEMPLATE"], root, dirs_exist_ok=True, symlinks=True)
+"""
+FAKE_RPM = """#!{python}
+import os, sys
+os.makedirs(os.path.join(sys.argv[sys.argv.index("--root") + 1], "var/lib/rpm"), exist_ok=True)
+"""
+
+
+@pytest.mark.node
+@root_only
+def test_from_repo_with_a_stand_in_dnf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The from_repo path end to end, with dnf and rpm replaced by recorders (no dnf here)."""
+    import sys
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name, text in (("dnf", FAKE_DNF), ("rpm", FAKE_RPM)):
+        (bindir / name).write_text(text.format(python=sys.executable))
+        (bindir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_ROOT_TEMPLATE", str(support.make_tiny_root(tmp_path / "template")))
+    repo = tmp_path / "openEuler.repo"
+    repo.write_text("[everything]\nbaseurl=https://repo.example/everything\n")
+    agent = tmp_path / "os-agent"
+    agent.write_text("reference agent binary")
+    doc = {"from_repo": {"version": "24.03", "repo_path": str(repo), "agent_path": str(agent),
+                         "root_passwd": "$6$salt$hash", "rpmlist": ["kernel", "systemd"],
+                         "legacy_bios": False},
+           "disk_partition": {"root": 128, "img_size": 3}}
+    out = tmp_path / "out"
+    build.build(config.load(support.write_toml(tmp_path / "k.toml", doc)), "vm-img", out)
+    with tarfile.open(out / "kubeos.tar") as t:
+        argv = json.load(t.extractfile("./dnf-argv.json"))  # type: ignore[arg-type]
+        assert t.extractfile("./proc-mounted").read() == b"True"  # type: ignore[union-attr]
+        shadow = t.extractfile("./etc/shadow").read().decode()  # type: ignore[union-attr]
+        assert t.extractfile("./etc/yum.repos.d/iso.repo").read() == repo.read_bytes()  # type: ignore[union-attr]
+    assert argv[0] == "-y" and argv[1].startswith("--installroot=")
+    assert argv[argv.index("install") + 1:] == ["--", "kernel", "systemd",
+                                                 *rootfs.RPM_EXTRAS_X86_UEFI]
+    assert shadow.startswith("root:$6$salt$hash:")
+    assert support.mounts_and_loops(tmp_path) == ([], [])
