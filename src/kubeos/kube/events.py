@@ -12,7 +12,6 @@ or fails a reconcile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -175,8 +174,7 @@ class EventRecorder:
                 retry_later = True
                 continue
             self._dirty.discard(key)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._write(key, series)
+            await self._write(key, series)
             series.last_write = now
         if retry_later:
             asyncio.get_running_loop().call_later(self._min_update, self._wake.set)

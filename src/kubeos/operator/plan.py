@@ -278,9 +278,9 @@ def plan_rollout(os: OS, snap: Snapshot) -> Plan:
             candidates.append(node)
         state = plan.states[node.name]
         if node.serial:
-            if state in ("pending", "waiting", "busy"):
-                serial_pending.append(node.name)
-            elif state != "in_progress":
+            if state in ("pending", "waiting", "busy", "in_progress"):
+                serial_pending.append(node.name)  # the batch is not finished yet
+            else:
                 plan.serial_remove.append(node.name)
     plan.failed_nodes = sorted(n for n, s in plan.states.items() if s == "failed")
     plan.unavailable = unavailable
