@@ -298,22 +298,26 @@ class AgentService:
                     "before preparing another upgrade"
                 )
             slot = layout.inactive
-            if bs.next == slot:
-                # an upgrade to this slot is pending a reboot; it must not boot a slot in rewrite
-                self.boot.edit(next_entry=None)
+
+            def begin_write() -> None:
+                if bs.next == slot:
+                    # an upgrade to this slot awaits a reboot: never boot a slot in rewrite
+                    self.boot.edit(next_entry=None)
+                self.state.update(
+                    writing={"slot": slot, "version": request.version, "started": time.time()},
+                    dirty_slot=slot,
+                    staged=None,
+                )
+                self._versions[slot], self._bootable[slot] = None, False
+
             target = StagingTarget(
                 slot=slot,
                 partition=layout.slots[slot],
                 mount_dir=self.paths.mount_dir,
                 certs_dir=self.paths.certs,
                 mountinfo=self.paths.mountinfo,
+                begin_write=begin_write,
             )
-            self.state.update(
-                writing={"slot": slot, "version": request.version, "started": time.time()},
-                dirty_slot=slot,
-                staged=None,
-            )
-            self._versions[slot], self._bootable[slot] = None, False
             try:
                 staged = source.stage(request, target)
             except AgentError as exc:

@@ -229,19 +229,32 @@ def test_rollback_to_an_unbootable_slot_is_refused(node: Node) -> None:
 
 
 def _refused(
-    node: Node, agent: AgentService, request: dict[str, Any], exc: type[AgentError], match: str
+    node: Node,
+    agent: AgentService,
+    request: dict[str, Any],
+    exc: type[AgentError],
+    match: str,
+    *,
+    written: bool = False,
 ) -> None:
+    """The request fails; nothing switched; the slot is dirty only if bytes were written."""
     before = node.grubenv_bytes()
     with pytest.raises(exc, match=match):
         agent.prepare_upgrade([request])
     assert_untouched(node, before, agent)
+    assert agent.state.get("dirty_slot") == ("B" if written else None)
     assert (agent.status([])["last_error"] or "").startswith("prepare_upgrade failed")
 
 
 def test_checksum_mismatch(node: Node, https: FileServer) -> None:
     agent = node.agent()
     _refused(
-        node, agent, req(https.url("/kubeos.tar"), "0" * 64), ChecksumMismatchError, "mismatch"
+        node,
+        agent,
+        req(https.url("/kubeos.tar"), "0" * 64),
+        ChecksumMismatchError,
+        "mismatch",
+        written=True,
     )
     with pytest.raises(StateError, match="incomplete or unverified"):
         agent.upgrade([])
@@ -249,14 +262,16 @@ def test_checksum_mismatch(node: Node, https: FileServer) -> None:
         agent.rollback([])
 
 
-def test_truncated_stream(node: Node, https: FileServer, tar_v2: Path) -> None:
-    https.routes["/short.tar"] = Route(file=tar_v2, truncate_at=tar_v2.stat().st_size // 2)
+def test_truncated_stream(node: Node, https: FileServer, tmp_path: Path) -> None:
+    tar = make_rootfs_tar(make_root_tree(tmp_path / "t", "2.0.0", extra_mib=6), tmp_path / "t.tar")
+    https.routes["/short.tar"] = Route(file=tar, truncate_at=tar.stat().st_size // 2)
     _refused(
         node,
         node.agent(),
-        req(https.url("/short.tar"), sha256_of(tar_v2)),
+        req(https.url("/short.tar"), sha256_of(tar)),
         DownloadError,
         "truncated",
+        written=True,
     )
 
 
@@ -332,7 +347,12 @@ def test_disk_full(node: Node, tmp_path: Path) -> None:
     with serve_files(node.pki, tmp_path / "srv") as srv:
         srv.routes["/fat.tar"] = Route(file=tar)
         _refused(
-            node, node.agent(), req(srv.url("/fat.tar"), sha256_of(tar)), SpaceError, "does not fit"
+            node,
+            node.agent(),
+            req(srv.url("/fat.tar"), sha256_of(tar)),
+            SpaceError,
+            "does not fit",
+            written=True,
         )
 
 

@@ -138,7 +138,10 @@ class DiskImageSource:
                         f"{part.device} ({part.size_bytes} bytes)"
                     )
                 if kind == FS_IMAGE:
-                    digest = self._write_image(stream, head, target, request.check_sum)
+                    self._check_image_size(head, target)
+                target.begin_write()
+                if kind == FS_IMAGE:
+                    digest = self._write_image(stream, target, request.check_sum)
                 else:
                     digest, version = self._extract_tar(stream, request, target)
             finally:
@@ -167,9 +170,8 @@ class DiskImageSource:
             )
         return info.version
 
-    def _write_image(
-        self, stream: HashingStream, head: bytes, target: StagingTarget, expected: str
-    ) -> str:
+    @staticmethod
+    def _check_image_size(head: bytes, target: StagingTarget) -> None:
         part = target.partition
         size = ext_image_size(head)
         if size > part.size_bytes:
@@ -177,6 +179,9 @@ class DiskImageSource:
                 f"the filesystem image ({size} bytes) is larger than {part.device} "
                 f"({part.size_bytes} bytes)"
             )
+
+    def _write_image(self, stream: HashingStream, target: StagingTarget, expected: str) -> str:
+        part = target.partition
         _write_all(part.device, stream.chunks(), part.size_bytes)
         digest = stream.finish()
         check_digest(expected, digest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,9 @@ class StagingTarget:
 
     ``mount_dir`` is where the slot is mounted while it is filled; it lives under the agent's
     state directory on /persist so that a restart finds (and unmounts) what a crash left behind.
+    A source calls ``begin_write`` right before its first change to the partition: from then
+    on the slot counts as dirty until verified. Failures before it (bad URL, certificates,
+    HTTP errors, size checks) leave the slot, and a rollback into it, untouched.
     """
 
     slot: str
@@ -21,6 +25,7 @@ class StagingTarget:
     mount_dir: Path
     certs_dir: Path
     mountinfo: Path
+    begin_write: Callable[[], None]
 
 
 @dataclass(frozen=True)
