@@ -27,7 +27,7 @@ from lightkube.types import PatchType
 from kubeos.api import labels
 from kubeos.kube.informer import Informer
 from kubeos.kube.resources import OSInstanceResource
-from kubeos.operator.snapshot import instance_view, node_view
+from kubeos.operator.snapshot import instance_view
 
 OP_LABELS = (labels.LABEL_UPGRADING, labels.LABEL_CONFIGURING)
 
@@ -73,8 +73,8 @@ class ProxyStandIn:
                        asyncio.create_task(self.instances.run())]
         await self.nodes.wait_synced()
         await self.instances.wait_synced()
-        self.nodes.add_handler(lambda *_: self._scan())
-        self.instances.add_handler(lambda *_: self._scan())
+        self.nodes.add_handler(self._on_event)
+        self.instances.add_handler(self._on_event)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -84,20 +84,30 @@ class ProxyStandIn:
             with contextlib.suppress(BaseException):
                 await task
 
-    def _scan(self) -> None:
-        if self.paused:
-            return
+    def resume(self) -> None:
+        """Un-pause and pick up every node that is waiting."""
+        self.paused = False
         for obj in self.instances.items():
-            inst = instance_view(obj)
-            node_obj = self.nodes.get(inst.name)
-            if node_obj is None or inst.name in self._busy or not inst.bound:
-                continue
-            node = node_view(node_obj)
-            if not any(lbl in node.labels for lbl in OP_LABELS):
-                continue
-            self._busy.add(inst.name)
-            self._tasks.append(asyncio.create_task(self._finish(inst.name, inst.nodestatus,
-                                                                obj)))
+            self._check(instance_view(obj).name)
+
+    def _on_event(self, event: str, new: Any, old: Any) -> None:
+        obj = new if new is not None else old
+        self._check(str(obj.metadata.name))
+
+    def _check(self, name: str) -> None:
+        """Start finishing *name* if it is labelled, bound and not being finished yet."""
+        if self.paused or name in self._busy:
+            return
+        obj = self.instances.get(f"{self.namespace}/{name}")
+        node_obj = self.nodes.get(name)
+        if obj is None or node_obj is None:
+            return
+        inst = instance_view(obj)
+        if not inst.bound or not any(lbl in (node_obj.metadata.labels or {})
+                                     for lbl in OP_LABELS):
+            return
+        self._busy.add(name)
+        self._tasks.append(asyncio.create_task(self._finish(name, inst.nodestatus, obj)))
 
     async def _finish(self, name: str, nodestatus: str, obj: Any) -> None:
         try:
@@ -129,7 +139,7 @@ class ProxyStandIn:
         finally:
             if name not in self.fail:
                 self._busy.discard(name)
-            self._scan()
+            self._check(name)
 
 
 class InFlightWatcher:
@@ -164,10 +174,16 @@ class InFlightWatcher:
     def counts(self) -> list[int]:
         """In-flight count after each recorded change, in revision order."""
         state: dict[tuple[str, str], bool] = {}
+        reasons: dict[str, int] = {}
         out: list[int] = []
         for _, kind, name, busy in sorted(self.records):
+            before = state.get((kind, name), False)
             state[(kind, name)] = busy
-            out.append(len({n for (_, n), b in state.items() if b}))
+            if busy != before:
+                reasons[name] = reasons.get(name, 0) + (1 if busy else -1)
+                if reasons[name] == 0:
+                    del reasons[name]
+            out.append(len(reasons))
         return out
 
     @property
