@@ -58,26 +58,32 @@ class ByteReader(Protocol):
 
 
 def extract_rootfs(stream: ByteReader, dest: Path) -> int:
-    """Extract the tar read from ``stream`` into ``dest``; returns the number of members."""
-    count = 0
+    """Extract the tar read from ``stream`` into ``dest``; returns the number of members.
 
-    def members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    Each member is checked just before it is extracted (members are pulled one by one), so a
+    symlink extracted earlier is seen by the checks of the members after it.
+    """
+    count = 0
+    base = str(dest)
+
+    def checked(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         nonlocal count
         for member in tar:
             count += 1
-            yield member
+            yield _member_filter(member, base)
 
     try:
         # copybufsize is a TarFile argument typeshed does not list; 1 MiB copies, not 16 KiB
         with tarfile.open(  # type: ignore[call-overload]
             fileobj=stream, mode="r|*", bufsize=1 << 20, copybufsize=1 << 20
         ) as tar:
-            tar.extractall(
-                dest,
-                members=members(tar),
-                numeric_owner=True,
-                filter=_member_filter,
-            )
+            if hasattr(tarfile, "fully_trusted_filter"):
+                # explicit: newer Pythons default to the "data" filter, which breaks a rootfs
+                tar.extractall(
+                    dest, members=checked(tar), numeric_owner=True, filter="fully_trusted"
+                )
+            else:  # Python < 3.11.4 has no filters; the checks above are all there is
+                tar.extractall(dest, members=checked(tar), numeric_owner=True)
     except tarfile.TarError as exc:
         raise PayloadError(f"the payload is not a valid rootfs tar: {exc}") from None
     except OSError as exc:
