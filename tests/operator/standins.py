@@ -64,6 +64,7 @@ class ProxyStandIn:
         self.instances: Informer[Any] = Informer(
             client, OSInstanceResource, namespace=namespace, name="sim-instances")
         self._busy: set[str] = set()
+        self._released_at: dict[str, int] = {}  # resourceVersion of our own release
         self._tasks: list[asyncio.Task[Any]] = []
         self.finished: list[str] = []
         self.paused = False
@@ -103,6 +104,8 @@ class ProxyStandIn:
         if obj is None or node_obj is None:
             return
         inst = instance_view(obj)
+        if int(inst.resource_version or 0) <= self._released_at.get(name, 0):
+            return  # the cache has not caught up with our release yet
         if not inst.bound or not any(lbl in (node_obj.metadata.labels or {})
                                      for lbl in OP_LABELS):
             return
@@ -129,10 +132,11 @@ class ProxyStandIn:
             await self.client.patch(
                 Node, name, {"metadata": {"labels": dict.fromkeys(OP_LABELS)}},
                 patch_type=PatchType.MERGE)
-            await self.client.patch(
+            released = await self.client.patch(
                 OSInstanceResource, name,
                 {"spec": {"nodestatus": "idle", "namespacedname": None}},
                 namespace=self.namespace, patch_type=PatchType.MERGE)
+            self._released_at[name] = int(released["metadata"]["resourceVersion"])
             self.finished.append(name)
         except ApiError:
             pass
