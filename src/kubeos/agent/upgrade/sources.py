@@ -11,7 +11,9 @@ from typing import Protocol
 
 from kubeos.agent.errors import UnsupportedError
 from kubeos.agent.messages import UpgradeRequest
+from kubeos.agent.upgrade.containerd import ContainerdSource
 from kubeos.agent.upgrade.disk import DiskImageSource
+from kubeos.agent.upgrade.docker import DockerSource
 from kubeos.agent.upgrade.target import StagedImage, StagingTarget
 
 
@@ -42,7 +44,7 @@ class NotSupportedYet:
 
 SOURCES: dict[str, UpgradeSource] = {
     "disk": DiskImageSource(),
-    "docker": NotSupportedYet("docker"),
-    "containerd": NotSupportedYet("containerd"),
+    "docker": DockerSource(),
+    "containerd": ContainerdSource(),
 }
 
