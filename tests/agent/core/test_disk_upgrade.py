@@ -393,9 +393,7 @@ def test_one_operation_at_a_time_and_status_meanwhile(
         deadline = time.monotonic() + 10
         while client.status().busy is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        began = time.monotonic()
-        assert client.status().busy == "prepare_upgrade"
-        assert time.monotonic() - began < 0.5
+        assert client.status().busy == "prepare_upgrade"  # answered during the write
         for method, params in (
             ("prepare_upgrade", [req(https.url("/kubeos.tar"), "a" * 64)]),
             ("upgrade", []),

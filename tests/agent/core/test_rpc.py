@@ -174,12 +174,11 @@ def test_silent_client_does_not_block_others(sock: Path) -> None:
 def test_long_call_does_not_block_status(sock: Path) -> None:
     with running(echo_methods(), sock):
         client = AgentClient(sock)
-        t = threading.Thread(target=client.call, args=("slow", [1.5]))
+        t = threading.Thread(target=client.call, args=("slow", [3]))
         t.start()
         time.sleep(0.2)
-        began = time.monotonic()
         assert client.call("status", [])["status"] == "ok"
-        assert time.monotonic() - began < 0.5
+        assert t.is_alive()  # answered while the long call was still running
         t.join()
 
 
