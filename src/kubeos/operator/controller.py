@@ -67,6 +67,7 @@ class OperatorConfig:
     write_concurrency: int = 16
     watch_timeout: int = 300
     expectation_timeout: float = 5.0
+    status_interval: float = 1.0  # minimum seconds between count-only status writes
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -107,6 +108,7 @@ class Controller:
         self._expected: dict[tuple[str, str], tuple[int, float]] = {}
         self._caught_up = asyncio.Event()
         self._last_round: dict[OSKey, datetime] = {}
+        self._status_written: dict[OSKey, tuple[dict[str, Any], float]] = {}
         self._write_slots = asyncio.Semaphore(cfg.write_concurrency)
         self.ready = False
 
@@ -159,6 +161,7 @@ class Controller:
         if event == "DELETED":
             self.metrics.forget(key[1], key[2])
             self._last_round.pop((key[1], key[2]), None)
+            self._status_written.pop((key[1], key[2]), None)
         # Another OS appearing or changing selector changes overlaps for everyone.
         if event != "MODIFIED" or _selector(new) != _selector(old):
             self._enqueue_all_os()
@@ -327,7 +330,16 @@ class Controller:
 
         plan = p.plan_rollout(os, self._snapshot(now, key))
         ref = Ref.of(obj, api_version=labels.API_VERSION, kind=labels.OS_KIND)
-        await self._execute(os, plan, ref)
+        # The status describes the cluster this plan was made from; it need not wait for the
+        # plan's writes (the next reconcile, triggered by them, reports their effect).
+        outcomes = await asyncio.gather(
+            self._execute(os, plan, ref), self._write_status(os, obj, plan, now, ref),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        status_retry = outcomes[1]
         if plan.assignments:
             self._last_round[key] = now
             self.recorder.normal(
@@ -336,11 +348,12 @@ class Controller:
                 + ", ".join(a.node for a in plan.assignments[:20])
                 + (" ..." if len(plan.assignments) > 20 else ""),
             )
-        await self._write_status(os, obj, plan, now, ref)
         self.metrics.observe(key[0], key[1], plan)
         delay = self.config.resync
         if plan.requeue_after is not None:
             delay = min(delay, plan.requeue_after + 0.01)
+        if isinstance(status_retry, float):
+            delay = min(delay, status_retry)
         return Result(requeue_after=delay)
 
     async def _finalize(self, os: OS, obj: Any, now: datetime) -> Result | None:
@@ -468,11 +481,24 @@ class Controller:
 
     async def _write_status(
         self, os: OS, obj: Any, plan: p.Plan, now: datetime, ref: Ref
-    ) -> None:
+    ) -> float | None:
+        """Write the status if it changed; returns seconds until a deferred write is due.
+
+        Count-only changes are written at most every ``status_interval`` seconds per OS (a
+        large rollout changes counts many times a second); condition changes go at once.
+        """
         wanted = st.compute(os, plan, now)
         current = obj.get("status")
-        if st.same_status(current, wanted):
-            return
+        key = (os.metadata.namespace, os.metadata.name)
+        last = self._status_written.get(key)
+        if st.same_status(current, wanted) or (
+            last is not None and st.same_status(last[0], wanted)
+        ):
+            return None
+        if last is not None and st.same_conditions(last[0], wanted):
+            wait = self.config.status_interval - (time.monotonic() - last[1])
+            if wait > 0:
+                return wait
         before_failed = set((current or {}).get("failedNodes") or [])
         for node in plan.failed_nodes:
             if node not in before_failed:
@@ -493,9 +519,10 @@ class Controller:
             )
         except ApiError as error:
             if error.status.code == 404:
-                return
+                return None
             raise
-        self._expect("os", f"{os.metadata.namespace}/{os.metadata.name}", updated)
+        self._status_written[key] = (updated.get("status") or wanted, time.monotonic())
+        return None
 
 
 def _selector(obj: Any) -> str | None:

@@ -133,3 +133,16 @@ def same_status(current: Any, wanted: dict[str, Any]) -> bool:
         elif current.get(key) != value:
             return False
     return True
+
+
+def same_conditions(current: Any, wanted: dict[str, Any]) -> bool:
+    """Whether every condition keeps its status and reason (only counts or messages moved)."""
+    if not isinstance(current, dict):
+        return False
+    have = {c.get("type"): c for c in current.get("conditions") or []}
+    for cond in wanted["conditions"]:
+        old = have.get(cond["type"])
+        if old is None or (old.get("status"), old.get("reason")) != (cond["status"],
+                                                                      cond["reason"]):
+            return False
+    return True
