@@ -226,3 +226,12 @@ def test_agent_copy_runs_on_a_bare_system_python(tmp_path: Path) -> None:
                                "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "serve" in proc.stdout
+
+
+def test_pxe_installer_is_valid_posix_sh_and_reads_config_as_data() -> None:
+    from kubeos.kbimg import pxe
+
+    subprocess.run(["sh", "-n", str(pxe.INSTALLER)], check=True)
+    text = pxe.INSTALLER.read_text()
+    assert "eval" not in text and "source" not in text and ". $CONF" not in text
+    assert "--proto '=https'" in text and "sha256sum -c" in text
