@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kubeos.agent.boot.mountinfo import parse_mountinfo
 from kubeos.agent.boot.mounts import mount_points_of, mounted, unmount
 from kubeos.agent.boot.partitions import slot_label
 from kubeos.agent.boot.rootfs import inspect_root
@@ -74,6 +75,17 @@ class WorkJournal:
     def discard(self, kind: str, name: str) -> None:
         """Forget an entry once the thing is gone."""
         self._save([e for e in self.entries() if e != {"kind": kind, "name": name}])
+
+
+def is_mount_point(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> bool:
+    """Whether ``path`` is a mount point. ``os.path.ismount`` cannot tell: containerd mounts a
+    one-layer image as a bind mount of a directory on the same filesystem (same st_dev)."""
+    try:
+        text = mountinfo.read_text()
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    return any(e.mount_point == real for e in parse_mountinfo(text))
 
 
 def refuse_mounted(target: StagingTarget) -> None:

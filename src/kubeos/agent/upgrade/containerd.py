@@ -42,6 +42,7 @@ from kubeos.agent.upgrade.container_work import (
     check_fits,
     copy_tree,
     fill_slot,
+    is_mount_point,
     refuse_mounted,
     state_dir_of,
     tree_size,
@@ -162,7 +163,7 @@ class ContainerdSource:
     def _unmount(self, mnt: Path) -> None:
         """Unmount the image view and remove its snapshot (``--rm``); tolerate either being
         gone already, so that recovery after a crash at any point converges."""
-        if os.path.ismount(mnt):
+        if is_mount_point(mnt):
             self.ctr.run("images", "unmount", "--rm", str(mnt))
         else:
             try:
