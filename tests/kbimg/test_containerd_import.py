@@ -1,0 +1,70 @@
+"""The upgrade image as a container runtime sees it: ``ctr images import`` into a private
+containerd, then ``ctr images mount`` shows ``/os.tar`` (the agent's containerd path)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubeos.kbimg import build, config
+from tests.kbimg import support
+
+pytestmark = [
+    pytest.mark.node,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containerd needs root"),
+    pytest.mark.skipif(not support.have("containerd", "ctr"), reason="containerd not installed"),
+]
+
+
+@pytest.fixture
+def ctr(tmp_path: Path) -> Iterator[list[str]]:
+    """A containerd of its own (socket, root and state under tmp_path)."""
+    base = tmp_path / "containerd"
+    base.mkdir()
+    sock = base / "containerd.sock"
+    (base / "config.toml").write_text(
+        f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n'
+        f'[grpc]\n  address = "{sock}"\n'
+        '[plugins."io.containerd.grpc.v1.cri"]\n  disable_cgroup = true\n')
+    log = (base / "log").open("wb")
+    proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
+                            stdout=log, stderr=log)
+    argv = ["ctr", "-a", str(sock), "-n", "kbimg-test"]
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run([*argv, "version"], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.skip("private containerd did not start")
+            time.sleep(0.2)
+        yield argv
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_upgrade_img_imports_and_mounts_with_ctr(tmp_path: Path, ctr: list[str]) -> None:
+    root = support.make_tiny_root(tmp_path / "root")
+    doc = support.tiny_doc(root)
+    doc["from_rootfs"]["upgrade_img"] = "registry.example.com/kubeos/os:9.9"
+    out = tmp_path / "out"
+    build.build(config.load(support.write_toml(tmp_path / "k.toml", doc)), "upgrade-img", out)
+    subprocess.run([*ctr, "images", "import", str(out / "upgrade-img.tar")], check=True,
+                   capture_output=True)
+    names = subprocess.run([*ctr, "images", "ls", "-q"], check=True, capture_output=True,
+                           text=True).stdout.split()
+    assert "registry.example.com/kubeos/os:9.9" in names
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run([*ctr, "images", "mount", "registry.example.com/kubeos/os:9.9", str(mnt)],
+                   check=True, capture_output=True)
+    try:
+        assert (mnt / "os.tar").read_bytes() == (out / "kubeos.tar").read_bytes()
+    finally:
+        subprocess.run([*ctr, "images", "unmount", str(mnt)], check=True, capture_output=True)
+    assert support.mounts_and_loops(tmp_path)[0] == []
