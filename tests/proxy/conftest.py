@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,9 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node
+from lightkube.types import PatchType
 
-from kubeos.agent.boot.grubenv import GrubEnv, write_grubenv
+from kubeos.agent.boot.grubenv import GrubEnv, read_grubenv, write_grubenv
 from kubeos.agent.client import AsyncAgentClient
 from kubeos.agent.hostpaths import HostPaths
 from kubeos.agent.rpc.server import RpcServer
@@ -59,6 +61,29 @@ from tests.cluster.conftest import (  # noqa: F401  (fixtures)
     sync_client,
     unique,
 )
+
+
+def _preimport_agent() -> None:
+    """Import the whole agent package (and what it loads lazily) in the main thread.
+
+    With PYTHONDONTWRITEBYTECODE every first import compiles; the agent runs its methods in
+    worker threads, and Python 3.11's AST recursion bookkeeping breaks when two threads
+    compile at once ("AST constructor recursion depth mismatch"). Importing up front avoids it.
+    """
+    import importlib
+    import pkgutil
+
+    import kubeos.agent
+
+    for info in pkgutil.walk_packages(kubeos.agent.__path__, "kubeos.agent."):
+        with contextlib.suppress(Exception):
+            importlib.import_module(info.name)
+    for name in ("json", "ruamel.yaml", "tomlkit", "hypothesis", "tarfile", "hashlib"):
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+
+
+_preimport_agent()
 
 FAST = Timing(health_window=2.0, reboot_timeout=60.0, reissue_after=4.0, poll=0.5, resync=5.0)
 
@@ -130,8 +155,6 @@ class Operator:
 
 
 def _merge() -> Any:
-    from lightkube.types import PatchType
-
     return PatchType.MERGE
 
 
@@ -235,8 +258,6 @@ class AgentHost:
             loop.call_soon_threadsafe(started.set)
             thread_loop.run_forever()
 
-        import threading
-
         threading.Thread(target=run, daemon=True, name=f"agent-{self.name}").start()
         await asyncio.wait_for(started.wait(), 10)
         self._server = server
@@ -276,14 +297,10 @@ class AgentHost:
         await self.kubelet.set_ready(self.name, True)
 
     def _saved(self) -> str:
-        from kubeos.agent.boot.grubenv import read_grubenv
-
         return read_grubenv(self.paths.grubenv).as_dict().get("saved_entry") or "A"
 
     def _grub(self) -> str:
         """grub.cfg of the boot contract: a one-shot ``next_entry`` becomes ``boot_trial``."""
-        from kubeos.agent.boot.grubenv import read_grubenv
-
         env = read_grubenv(self.paths.grubenv)
         values = env.as_dict()
         nxt = values.get("next_entry")

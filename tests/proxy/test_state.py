@@ -91,6 +91,12 @@ CASES: list[tuple[str, Snapshot, Kind]] = [
     ("OS switched to config before the reboot: release", snap(o=os_("config", sys="v1")),
      Kind.RELEASE),
     ("already at the target: finish", snap(node(image=NEW)), Kind.FINISH),
+    ("killed after the label was removed at the end: finish again",
+     snap(node(image=NEW, label=None), osi(phase="Succeeded")), Kind.FINISH),
+    ("config killed after the label was removed: finish again",
+     snap(node(image=NEW, label=None), osi("config", phase="Succeeded", spec_sys="v2",
+                                            status_sys="v2"), os_("config", sys="v2")),
+     Kind.FINISH),
     ("at the target with an uncommitted boot: wait", snap(node(image=NEW), a=TRIAL_B),
      Kind.WAIT),
     # -- after the reboot request --------------------------------------------------------------

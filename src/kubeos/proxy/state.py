@@ -175,16 +175,19 @@ def _config(
             f"sysconfigs changed to version {_version(os.spec.sysconfigs)!r}; "
             "the operator assigns the node again",
         )
+    if _version(spec.sysconfigs) == _version(status.sysconfigs if status else None):
+        # Nothing left to do (also when a killed proxy already removed the label): finish.
+        return Action(
+            Kind.FINISH, "Succeeded", "configuration applied", op="config", target=target
+        )
     wait = _waiting_for_label(node, progress, timing)
     if wait is not None:
         return wait
-    if _version(spec.sysconfigs) != _version(status.sysconfigs if status else None):
-        return _needs_agent(snapshot, timing) or Action(
-            Kind.APPLY_SYSCONFIGS, "Configuring",
-            f"applying sysconfigs version {_version(spec.sysconfigs)!r}",
-            op="config", target=target,
-        )
-    return Action(Kind.FINISH, "Succeeded", "configuration applied", op="config", target=target)
+    return _needs_agent(snapshot, timing) or Action(
+        Kind.APPLY_SYSCONFIGS, "Configuring",
+        f"applying sysconfigs version {_version(spec.sysconfigs)!r}",
+        op="config", target=target,
+    )
 
 
 def _needs_agent(snapshot: Snapshot, timing: Timing) -> Action | None:
@@ -239,16 +242,18 @@ def _upgrade(
             f"upgradeconfigs changed to version {_version(os.spec.upgradeconfigs)!r}; "
             "the operator assigns the node again",
         )
-    wait = _waiting_for_label(node, progress, timing)
-    if wait is not None:
-        return wait
     if node.os_image == target:
+        # The operator assigns only nodes off the target, so this is the end of an operation
+        # (perhaps after a killed proxy already removed the label): no need to wait for it.
         if snapshot.agent.reachable and not snapshot.agent.committed:
             return Action(
                 Kind.WAIT, message="the agent has an uncommitted boot; waiting for it to settle",
                 requeue_after=timing.poll,
             )
         return _after_boot(snapshot, os, op, target, timing)
+    wait = _waiting_for_label(node, progress, timing)
+    if wait is not None:
+        return wait
     if _version(spec.upgradeconfigs) != _version(status.upgradeconfigs if status else None):
         return _needs_agent(snapshot, timing) or Action(
             Kind.APPLY_UPGRADECONFIGS, "Preparing",
