@@ -156,7 +156,7 @@ def test_preexisting_image_is_kept(
     assert mounts_under(node.root) == []
 
 
-# --- failures: each leaves the node as it was ------------------------------------------------------
+# --- failures: each leaves the node as it was -----------------------------------------------
 
 
 def _fails(node: Node, ctd: Containerd, src: ContainerdSource, request: dict[str, Any],

@@ -18,6 +18,7 @@ happens to have named ``kubeos-temp`` as the reference would.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import secrets
 import tarfile
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from kubeos.agent.boot.rootfs import INITRDS, KERNELS, OS_RELEASE, parse_os_release, version_of
 from kubeos.agent.errors import (
     ChecksumMismatchError,
     DownloadError,
@@ -57,6 +59,7 @@ JOURNAL = "docker-work.json"
 PULL_TIMEOUT = 1800.0
 COPY_TIMEOUT = 3600.0
 CONTAINER_PREFIX = "kubeos-agent-"
+PROBE_MAX = 1 << 16  # os-release is tiny; nothing bigger is read into memory
 _MISSING_PATH = ("Could not find the file", "No such container:path")
 
 
@@ -209,9 +212,53 @@ class DockerSource:
         version = self._from_os_tar(container, request, target)
         if version is not None:
             return version, "container-os-tar"
+        self._probe_root(container, request)
         with self._stream("export", container) as out:
             version = fill_slot(target, request, lambda root: _extract(out, root))
         return version, "container-rootfs"
+
+    def _copy_out(self, container: str, path: str) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
+        """Members of ``docker cp <container>:<path> -`` (content of small files only)."""
+        try:
+            with (
+                self.docker.stream("cp", f"{container}:{path}", "-", timeout=60.0) as out,
+                tarfile.open(fileobj=out, mode="r|") as tar,
+            ):
+                for member in tar:
+                    small = member.isreg() and member.size <= PROBE_MAX
+                    f = tar.extractfile(member) if small else None
+                    yield member, f.read() if f is not None else b""
+        except (ToolFailed, tarfile.TarError):
+            return
+
+    def _probe_root(self, container: str, request: UpgradeRequest) -> None:
+        """Before the slot is touched: does the image's own root look like KubeOS (kernel,
+        initrd, os-release with the requested version)? docker has no read-only mount, so
+        this reads /boot's names and os-release through ``docker cp`` instead."""
+        names = [m.name for m, _ in self._copy_out(container, "/boot")]
+        missing = []
+        if not any(fnmatch.fnmatch(n, p) for n in names for p in KERNELS):
+            missing.append("kernel (/boot/vmlinuz)")
+        if not any(fnmatch.fnmatch(n, p) for n in names for p in INITRDS):
+            missing.append("initrd (/boot/initramfs.img)")
+        version = None
+        for rel in reversed(OS_RELEASE):  # usr/lib first: /etc/os-release is often a link
+            for member, data in self._copy_out(container, "/" + rel):
+                if member.isreg():
+                    version = version_of(parse_os_release(data.decode(errors="replace")))
+            if version:
+                break
+        if version is None:
+            missing.append('os-release with PRETTY_NAME="KubeOS <version>"')
+        if missing:
+            raise PayloadError(
+                "the image has no /os.tar and its own root filesystem is not usable: "
+                "missing " + ", ".join(missing)
+            )
+        if request.version and version != request.version:
+            raise PayloadError(
+                f"the image holds KubeOS {version}, but version {request.version} was requested"
+            )
 
     @contextlib.contextmanager
     def _stream(self, *args: str) -> Iterator[IO[bytes]]:
