@@ -10,6 +10,7 @@ not by a hard link to a file outside.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import tarfile
@@ -50,7 +51,14 @@ def _member_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
         if not _inside(real, base):
             raise PayloadError(f"hard link {member.name!r} points outside the slot")
         changes["linkname"] = link
-    return member.replace(**changes, deep=False) if changes else member  # type: ignore[arg-type]
+    if not changes:
+        return member
+    # what TarInfo.replace(deep=False) does; replace() only exists from Python 3.11.4, and the
+    # image's python3 (Debian 12) is 3.11.2
+    clone = copy.copy(member)
+    for key, value in changes.items():
+        setattr(clone, key, value)
+    return clone
 
 
 class ByteReader(Protocol):
