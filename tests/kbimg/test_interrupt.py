@@ -74,9 +74,15 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _artifacts(out: Path) -> set[str]:
+    return {p.name for p in out.iterdir() if not p.name.startswith(".")} if out.is_dir() else set()
+
+
 def _assert_consistent(out: Path) -> None:
     """Whatever is under a final name is complete and belongs to one build."""
-    present = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    if not out.is_dir():
+        return
+    present = _artifacts(out)
     assert present <= set(VM_ARTIFACTS)
     if {"kubeos.tar", "kubeos.tar.sha256"} <= present:
         digest = (out / "kubeos.tar.sha256").read_text().split()[0]
@@ -100,11 +106,24 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
     out = tmp_path / "out"
     before = support.mounts_and_loops(tmp_path)
 
+    # Measure one build: when its first artifact appears (publishing) and when it ends.
+    measure = tmp_path / "measure"
     began = time.monotonic()
-    subprocess.run(_kbimg(toml, tmp_path / "measure"), check=True, capture_output=True)
+    proc = subprocess.Popen(_kbimg(toml, measure), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first_artifact = None
+    while proc.poll() is None:
+        if first_artifact is None and measure.is_dir() and _artifacts(measure):
+            first_artifact = time.monotonic() - began
+        time.sleep(0.005)
+    assert proc.returncode == 0
     duration = time.monotonic() - began
+    publish_at = first_artifact if first_artifact is not None else duration
 
+    outs = []
     for n in range(KILLS):
+        out = tmp_path / f"out{n}"
+        outs.append(out)
         delay = rng.uniform(0.05, duration)
         proc = subprocess.Popen(_kbimg(toml, out), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
@@ -116,12 +135,15 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert _processes_mentioning(str(out)) == [], f"children survived kill {n}"
         assert support.mounts_and_loops(tmp_path) == before, f"mounts or loops changed by kill {n}"
+        if delay < 0.5 * publish_at:  # killed well before publishing: nothing may show
+            assert _artifacts(out) == set(), f"kill {n} at {delay:.2f}s left {_artifacts(out)}"
         _assert_consistent(out)
 
-    result = subprocess.run(_kbimg(toml, out), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert {p.name for p in out.iterdir()} == {".kbimg.lock", *VM_ARTIFACTS}
-    _assert_consistent(out)
+    for out in (outs[0], outs[-1]):  # the next build in a killed build's directory succeeds
+        result = subprocess.run(_kbimg(toml, out), capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert {p.name for p in out.iterdir()} == {".kbimg.lock", *VM_ARTIFACTS}
+        _assert_consistent(out)
     assert support.mounts_and_loops(tmp_path) == before
 
 
