@@ -109,6 +109,7 @@ class Controller:
         self._caught_up = asyncio.Event()
         self._last_round: dict[OSKey, datetime] = {}
         self._status_written: dict[OSKey, tuple[dict[str, Any], float]] = {}
+        self._labelling: dict[str, float] = {}  # node -> when we sent its operation label
         self._write_slots = asyncio.Semaphore(cfg.write_concurrency)
         self.ready = False
 
@@ -172,10 +173,13 @@ class Controller:
         self._seen("node", name, obj, event)
         if event == "DELETED":
             self._nodes.pop(name, None)
+            self._labelling.pop(name, None)
             self.queue.add(("node", "", name))
             self._enqueue_all_os()
             return
         view = node_view(new)
+        if name in self._labelling and view.op_labelled:
+            del self._labelling[name]
         if self._nodes.get(name) == view:
             return  # a heartbeat or another change the policy does not read
         self._nodes[name] = view
@@ -401,7 +405,10 @@ class Controller:
             jobs.append(self._patch_node(node, kpatch.label_patch({labels.LABEL_SERIAL: ""})))
         if plan.category is not None:
             label = p.OP_LABEL[plan.category]
+            horizon = time.monotonic() - 2 * self.config.expectation_timeout
             for node in plan.label_repairs:
+                if self._labelling.get(node, 0.0) > horizon:
+                    continue  # our own label write has not reached the cache yet
                 jobs.append(self._patch_node(node, kpatch.label_patch({label: ""})))
         for assignment in plan.assignments:
             jobs.append(self._assign(plan.key, assignment))
@@ -427,7 +434,8 @@ class Controller:
         if stale:
             raise StaleCache
 
-    async def _patch_node(self, node: str, body: dict[str, Any]) -> None:
+    async def _patch_node(self, node: str, body: dict[str, Any], *, expect: bool = True
+                          ) -> None:
         async with self._write_slots:
             try:
                 updated = await self.client.patch(Node, node, body, patch_type=PatchType.MERGE)
@@ -435,7 +443,8 @@ class Controller:
                 if error.status.code == 404:
                     return
                 raise
-        self._expect("node", node, updated)
+        if expect:
+            self._expect("node", node, updated)
 
     async def _assign(self, owner: OSKey, a: p.Assignment) -> bool:
         """Bind the OSInstance (guarded), then label the node; True when both happened."""
@@ -455,7 +464,10 @@ class Controller:
         self._expect("osinstance", a.node, updated)
         # Adding one label key commutes with every other writer, so no precondition is
         # needed here; the binding above is what counts the node as in flight.
-        await self._patch_node(a.node, kpatch.label_patch({a.label: ""}))
+        # The next plan need not wait to see this label: the binding already counts the
+        # node as unavailable, and label repairs skip nodes whose label is on its way.
+        self._labelling[a.node] = time.monotonic()
+        await self._patch_node(a.node, kpatch.label_patch({a.label: ""}), expect=False)
         log.info("assigned %s: %s for %s/%s", a.node, a.nodestatus, *owner)
         return True
 
