@@ -15,6 +15,9 @@ APT_PACKAGES=(
     skopeo
     # TLS test servers and helpers
     openssl curl
+    # agent container-image upgrades: containerd (brings ctr), a registry (distribution) and
+    # dockerd for the tests; none is started here, the tests start their own instances
+    containerd docker-registry docker.io
 )
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

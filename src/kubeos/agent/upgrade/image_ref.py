@@ -59,7 +59,7 @@ def parse_image_ref(text: str) -> ImageRef:
         raise InvalidRequestError("container_image is required for container image upgrades")
     if len(text) > MAX_REF:
         raise InvalidRequestError(f"container_image is longer than {MAX_REF} characters")
-    m = _REF.match(text)
+    m = _REF.fullmatch(text)
     if m is None:
         raise InvalidRequestError(
             f"container_image {text!r} is not a valid image reference; expected "
@@ -79,7 +79,7 @@ def parse_checksum(text: str) -> str:
     value = text.strip().lower()
     if value.startswith("sha256:"):
         value = value[len("sha256:") :]
-    if not _HEX64.match(value):
+    if not _HEX64.fullmatch(value):
         raise InvalidRequestError(
             "check_sum must be the image digest: 64 hex digits, optionally prefixed by sha256:"
         )
@@ -92,4 +92,4 @@ def digest_from_repo_digest(text: str) -> str | None:
     if not sep or not digest.startswith("sha256:"):
         return None
     hexpart = digest[len("sha256:") :].lower()
-    return hexpart if _HEX64.match(hexpart) else None
+    return hexpart if _HEX64.fullmatch(hexpart) else None
