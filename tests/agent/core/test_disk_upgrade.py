@@ -29,7 +29,9 @@ from kubeos.agent.errors import (
     StateError,
     UnsupportedError,
 )
+from kubeos.agent.messages import UpgradeRequest
 from kubeos.agent.service import AgentService
+from kubeos.agent.upgrade.sources import NotSupportedYet
 
 from .conftest import Node
 from .support import (
@@ -359,7 +361,7 @@ def test_disk_full(node: Node, tmp_path: Path) -> None:
 def test_image_types(node: Node) -> None:
     agent = node.agent()
     with pytest.raises(UnsupportedError, match="not supported yet"):
-        agent.prepare_upgrade([req("", "", image_type="docker")])
+        NotSupportedYet("oci").validate(UpgradeRequest.from_json(req("", "", image_type="oci")))
     with pytest.raises(InvalidRequestError, match='Invalid image type "foo"'):
         agent.prepare_upgrade([req("", "", image_type="foo")])
     with pytest.raises(InvalidRequestError, match="check_sum"):

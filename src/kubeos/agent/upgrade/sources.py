@@ -1,8 +1,9 @@
 """Upgrade sources keyed by ``image_type``.
 
-``disk`` is implemented here; ``docker`` and ``containerd`` (pull an image, take its rootfs)
-are registered as "not supported yet" so that the protocol answer is clear and adding them is
-one entry in :data:`SOURCES`.
+``disk`` streams an image into the inactive partition; ``docker`` and ``containerd`` pull a
+container image and take its rootfs. A source that is not ready can be registered as
+:class:`NotSupportedYet`, so the protocol answer stays clear; adding one is one entry in
+:data:`SOURCES`.
 """
 
 from __future__ import annotations
