@@ -439,7 +439,9 @@ class _Pass:
             return
         await self._refresh_node()
         undone = await self.release_node(remove_labels=False)
-        message = result.message + (f"; {', '.join(undone)}" if undone else "")
+        # Name the configured timeout, not what was left of it after a resumed drain.
+        text = result.blockage.message(limit) if result.blockage is not None else result.message
+        message = text + (f"; {', '.join(undone)}" if undone else "")
         await self.enter("DrainBlocked", message, last_error=message)
         self.owner._warn(self, "DrainBlocked", message)
 
