@@ -122,13 +122,15 @@ class ProxyStandIn:
                     namespace=self.namespace, patch_type=PatchType.MERGE)
                 return
             spec = obj.get("spec") or {}
-            if nodestatus == "upgrade":
-                await self.set_os_image(name, self.target())
-            await self.client.patch(
+            report = self.client.patch(
                 OSInstanceResource.Status, name,
                 {"status": {"phase": "Succeeded", "sysconfigs": spec.get("sysconfigs"),
                             "upgradeconfigs": spec.get("upgradeconfigs")}},
                 namespace=self.namespace, patch_type=PatchType.MERGE)
+            if nodestatus == "upgrade":  # the kubelet and the proxy report independently
+                await asyncio.gather(self.set_os_image(name, self.target()), report)
+            else:
+                await report
             await self.client.patch(
                 Node, name, {"metadata": {"labels": dict.fromkeys(OP_LABELS)}},
                 patch_type=PatchType.MERGE)

@@ -18,6 +18,7 @@ import socket
 import sys
 
 import click
+from prometheus_client import PlatformCollector, ProcessCollector
 
 from kubeos.api import labels
 from kubeos.kube.client import load_config, make_client, on_request
@@ -58,6 +59,8 @@ async def run_operator(
     config = load_config(kubeconfig)
     client = make_client(config, field_manager=FIELD_MANAGER)
     metrics = Metrics()
+    ProcessCollector(registry=metrics.registry)
+    PlatformCollector(registry=metrics.registry)
     on_request(client, lambda method, _path: metrics.api_requests.labels(method).inc())
     recorder = EventRecorder(client, component="os-operator", instance=identity)
     controller = Controller(
