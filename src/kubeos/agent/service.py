@@ -171,6 +171,10 @@ class AgentService:
     def start(self) -> None:
         """Recover from a crash, run the boot check, learn the slots. Called once before serving."""
         self._recover_interrupted_write()
+        for source in self._sources.values():  # images/mounts a crashed container pull left
+            recover = getattr(source, "recover", None)
+            if recover is not None:
+                recover(self.paths.state_dir)
         try:
             layout = self._require_layout()
         except BootError as exc:

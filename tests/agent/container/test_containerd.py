@@ -266,6 +266,7 @@ src.stage(UpgradeRequest(version="", image_type="containerd", container_image=re
 def test_crash_leftovers_removed_on_next_start(
     node: Node, ctd: Containerd, registry: Registry, images: Images
 ) -> None:
+    before = node.grubenv_bytes()
     proc = subprocess.Popen(
         [sys.executable, "-c", _CRASHER, str(node.root), str(node.paths.mountinfo),
          ctd.address, str(registry.hosts_dir), images.os_tar, images.os_tar_digest],
@@ -283,6 +284,24 @@ def test_crash_leftovers_removed_on_next_start(
     assert is_mount_point(state / IMAGE_MOUNT)
     assert ctd.store()["images"] == [images.os_tar]
 
-    removed = source(ctd, registry.hosts_dir).recover(state)
-    assert sorted(r.split()[0] for r in removed) == ["image", "mount"]
+    agent_for(node, source(ctd, registry.hosts_dir))  # the next start: AgentService.start()
     assert_left_nothing(node, ctd)
+    assert node.grubenv_bytes() == before
+
+
+def test_recover_keeps_a_preexisting_image_and_survives_a_dead_containerd(
+    node: Node, ctd: Containerd, registry: Registry, images: Images
+) -> None:
+    """recover() removes only what the journal names; with containerd unreachable it logs,
+    keeps the journal for the next try, and the agent still starts."""
+    ctd.ctr("images", "pull", "--hosts-dir", str(registry.hosts_dir), images.rootfs)
+    state = node.paths.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    (state / JOURNAL).write_text(json.dumps([{"kind": "image", "name": images.os_tar}]))
+    dead = ContainerdSource(address=str(node.tmp / "no.sock"), crictl=None)
+    agent_for(node, dead)  # must not raise
+    assert (state / JOURNAL).exists()
+    removed = source(ctd, registry.hosts_dir).recover(state)
+    assert removed == [f"image {images.os_tar}"]  # absent already: nothing to remove, entry gone
+    assert ctd.store()["images"] == [images.rootfs]
+    assert not (state / JOURNAL).exists()

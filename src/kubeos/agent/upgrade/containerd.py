@@ -29,6 +29,7 @@ from typing import BinaryIO
 
 from kubeos.agent.boot.rootfs import inspect_root
 from kubeos.agent.errors import (
+    AgentError,
     ChecksumMismatchError,
     DownloadError,
     InvalidRequestError,
@@ -194,7 +195,7 @@ class ContainerdSource:
                     self._unmount(Path(name))
                 elif kind == "image":
                     self._remove_image(name)
-            except (ToolFailed, OSError) as exc:
+            except (ToolFailed, OSError, AgentError) as exc:
                 log.error("cannot remove %s %s left by an interrupted upgrade: %s", kind, name,
                           exc)
                 continue

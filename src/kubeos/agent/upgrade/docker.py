@@ -29,6 +29,7 @@ from typing import IO
 
 from kubeos.agent.boot.rootfs import INITRDS, KERNELS, OS_RELEASE, parse_os_release, version_of
 from kubeos.agent.errors import (
+    AgentError,
     ChecksumMismatchError,
     DownloadError,
     InvalidRequestError,
@@ -124,7 +125,7 @@ class DockerSource:
             kind, name = entry["kind"], entry["name"]
             try:
                 self._remove(kind, name)
-            except ToolFailed as exc:
+            except (ToolFailed, OSError, AgentError) as exc:
                 log.error("cannot remove %s %s left by an interrupted upgrade: %s", kind, name,
                           exc)
                 continue
