@@ -158,6 +158,7 @@ async def _rollout(plane: ControlPlane, nodes: int, max_unavailable: int,
         "conflicts": conflicts, "peak_in_flight": watcher.peak,
         "reconcile_ms_avg": 1000 * reconcile_s / max(1.0, reconciles),
         "harness_cpu_s": time.process_time(),
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -185,6 +186,8 @@ def _report(r: dict[str, Any]) -> None:
           f"{r['conflicts']:.0f} write conflicts")
     print(f"  harness CPU:          {r['harness_cpu_s']:.1f}s (kubelet, proxy stand-in and "
           f"watcher, sharing the machine with etcd and the API server)")
+    print(f"  machine load average: {r['load_average']:.1f} on {os.cpu_count()} CPUs "
+          f"(other work on the machine stretches every latency above)")
 
 
 @pytest.mark.bench
