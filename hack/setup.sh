@@ -15,6 +15,8 @@ APT_PACKAGES=(
     skopeo
     # TLS test servers and helpers
     openssl curl
+    # vm tier (tests/vm, docs/vm-tests.md): qemu with UEFI firmware
+    qemu-system-x86 ovmf
     # agent container-image upgrades: containerd (brings ctr), a registry (distribution) and
     # dockerd for the tests; none is started here, the tests start their own instances
     containerd docker-registry docker.io
