@@ -158,6 +158,8 @@ class Controller:
         meta = obj.get("metadata") or {}
         self._seen("os", f"{meta.get('namespace')}/{meta.get('name')}", obj, event)
         key: Key = ("os", str(meta.get("namespace", "")), str(meta.get("name", "")))
+        if event == "MODIFIED" and _intent(new) == _intent(old):
+            return  # only the status moved (usually our own write): nothing to decide
         self.queue.add(key)
         if event == "DELETED":
             self.metrics.forget(key[1], key[2])
@@ -535,6 +537,13 @@ class Controller:
             raise
         self._status_written[key] = (updated.get("status") or wanted, time.monotonic())
         return None
+
+
+def _intent(obj: Any) -> tuple[Any, ...]:
+    """What a reconcile of an OS depends on besides its status."""
+    meta = obj.get("metadata") or {}
+    return (meta.get("generation"), meta.get("deletionTimestamp"),
+            tuple(meta.get("finalizers") or ()), repr(obj.get("spec")))
 
 
 def _selector(obj: Any) -> str | None:
