@@ -174,9 +174,15 @@ async def running_proxy(
     try:
         yield task
     finally:
-        task.cancel()
+        for _ in range(50):
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=0.2)
+            if done:
+                break
+        else:
+            raise AssertionError(f"the proxy did not stop: {task.get_stack()}")
         with contextlib.suppress(BaseException):
-            await task
+            task.result()
 
 
 def proxy_settings(osi_namespace: str, *, timing: Timing = FAST) -> ProxySettings:

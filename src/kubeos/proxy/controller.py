@@ -84,8 +84,8 @@ class ProxyController:
         self.settings = settings or ProxySettings()
         self._own_events = events is None
         self.events = events or EventRecorder(
-            client, component=COMPONENT, instance=node_name,
-            default_namespace=self.settings.namespace,
+            # Events about the cluster-scoped Node must live in "default".
+            client, component=COMPONENT, instance=node_name, default_namespace="default",
         )
         self._checkpoint = checkpoint
         self._clock = clock
@@ -119,18 +119,20 @@ class ProxyController:
         async def handle(_key: str) -> Result:
             return Result(requeue_after=await self.reconcile_once())
 
+        # The recorder runs beside the task group: its writes swallow cancellation (events are
+        # best effort), so it is stopped separately and never holds up our exit.
+        recorder = asyncio.create_task(self.events.run()) if self._own_events else None
         try:
             async with asyncio.TaskGroup() as group:
                 for informer in informers:
                     group.create_task(informer.run())
-                if self._own_events:
-                    group.create_task(self.events.run())
                 group.create_task(run_workers(queue, handle, workers=1))
         finally:
             queue.shutdown()
-            if self._own_events:
+            if recorder is not None:
+                await _stop(recorder)
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self.events.flush(force=True))
+                    await asyncio.wait_for(self.events.flush(force=True), 5)
 
     # -- one pass ---------------------------------------------------------------------------
 
@@ -235,6 +237,17 @@ class ProxyController:
     def _warn(self, pass_: _Pass, reason: str, message: str) -> None:
         for ref in self._refs(pass_):
             self.events.warning(ref, reason, message)
+
+
+async def _stop(task: asyncio.Task[None], attempts: int = 20) -> None:
+    """Cancel *task* until it ends (it may swallow a cancellation), at most ~2 s."""
+    for _ in range(attempts):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=0.1)
+        if done:
+            with contextlib.suppress(BaseException):
+                task.result()
+            return
 
 
 class _Pass:
