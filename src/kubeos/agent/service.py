@@ -96,9 +96,10 @@ class AgentService:
         restart_service: RestartHook | None = systemctl_restart,
         reboot_delay: float = 1.0,
         sources: Mapping[str, UpgradeSource] = SOURCES,
+        layout: str = "partitions",
     ) -> None:
         self.paths = paths
-        self.boot = BootManager(paths)
+        self.boot = BootManager(paths, layout)
         self.state = AgentState(paths.state_dir)
         self.commit_window = commit_window
         self._reboot = reboot

@@ -42,6 +42,7 @@ class Partition:
     partlabel: str | None
     fslabel: str | None
     partuuid: str | None
+    directory: bool = False  # a file-backed slot (``boot.dirslots``): ``device`` is a directory
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kubeos.agent.boot.dirslots import LAYOUT_PARTITIONS, LAYOUTS
 from kubeos.agent.errors import AgentError
 from kubeos.agent.hostpaths import GRUBENV, HostPaths
 from kubeos.agent.rpc.server import RpcServer
@@ -30,6 +31,9 @@ def _host_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devfs", type=Path, default=Path("/dev"), help=argparse.SUPPRESS)
     parser.add_argument("--mountinfo", type=Path, default=Path("/proc/self/mountinfo"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--layout", choices=LAYOUTS, default=LAYOUT_PARTITIONS,
+                        help="slot layout: GPT partitions found through sysfs (default), or "
+                        "directories <root>/sim-disk/ROOT-A|B (the fleet simulator)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
 
 
@@ -78,7 +82,7 @@ def _paths(args: argparse.Namespace) -> HostPaths:
 
 
 def run_boot_check(args: argparse.Namespace) -> int:
-    service = AgentService(_paths(args), reboot_delay=0.0)
+    service = AgentService(_paths(args), reboot_delay=0.0, layout=args.layout)
     try:
         service.start()
         if args.expire and service.expire_trial():
@@ -93,7 +97,7 @@ def run_boot_check(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     paths = _paths(args)
-    service = AgentService(paths, commit_window=args.commit_window)
+    service = AgentService(paths, commit_window=args.commit_window, layout=args.layout)
     try:
         service.start()
         asyncio.run(_serve(service, args.socket or paths.socket, args.read_timeout))

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import re
+import shutil
 import struct
 import time
 from collections.abc import Iterable
@@ -137,6 +138,11 @@ class DiskImageSource:
                         f"the payload ({length} bytes) is larger than "
                         f"{part.device} ({part.size_bytes} bytes)"
                     )
+                if kind == FS_IMAGE and part.directory:
+                    raise PayloadError(
+                        "a directory slot (--layout dir) takes a rootfs tar, "
+                        "not a filesystem image"
+                    )
                 if kind == FS_IMAGE:
                     self._check_image_size(head, target)
                 target.begin_write()
@@ -191,6 +197,8 @@ class DiskImageSource:
         self, stream: HashingStream, request: UpgradeRequest, target: StagingTarget
     ) -> tuple[str, str]:
         part = target.partition
+        if part.directory:
+            return self._extract_into_directory(stream, request, part.device)
         unmount(target.mount_dir)
         run_tool(
             ["mkfs.ext4", "-q", "-F", "-L", slot_label(target.slot), str(part.device)],
@@ -203,3 +211,17 @@ class DiskImageSource:
             version = self._check_root(root, request)
         # leaving ``mounted`` unmounts, which writes every dirty block of the slot back
         return digest, version
+
+    def _extract_into_directory(
+        self, stream: HashingStream, request: UpgradeRequest, slot: Path
+    ) -> tuple[str, str]:
+        """A directory slot: empty it (what mkfs does to a partition), then extract into it."""
+        for child in list(slot.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        extract_rootfs(stream, slot)
+        digest = stream.finish()
+        check_digest(request.check_sum, digest)
+        return digest, self._check_root(slot, request)
