@@ -1,0 +1,54 @@
+"""``os-proxy`` as a process: NODE_NAME from the environment, a kubeconfig, SIGINT to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubeos.sim.controlplane import ControlPlane
+from kubeos.sim.kubelet import KubeletStandIn
+from tests.proxy.conftest import Operator, eventually
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_os_proxy_command_creates_its_osinstance_and_stops_cleanly(
+    control_plane: ControlPlane, kubelet: KubeletStandIn, operator: Operator, namespace: str,
+    unique: str, tmp_path: Path,
+) -> None:
+    node = f"m-{unique}"
+    await kubelet.add_node(node)
+    env = {**os.environ, "NODE_NAME": node}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubeos.proxy.main", "--kubeconfig",
+         str(control_plane.kubeconfig_path), "--namespace", namespace,
+         "--agent-socket", str(tmp_path / "absent.sock"), "--agent-connect-timeout", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        osi = await eventually(lambda: operator.maybe_osi(node), timeout=60)
+        assert osi.metadata.labels["upgrade.openeuler.org/osinstance-node"] == node
+
+        async def agent_reported() -> bool:
+            current = await operator.osi(node)
+            return current.status is not None and any(
+                c.type == "AgentReachable" and c.status == "False"
+                for c in current.status.conditions)
+
+        await eventually(agent_reported, timeout=30)
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = await asyncio.to_thread(proc.communicate, timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert "created OSInstance" in out
