@@ -158,8 +158,12 @@ def _docker_tag(ref: str) -> str:
 def write_image(out: Path, ref: str, layers: Iterable[Layer], *, workdir: Path,
                 cmd: list[str] | None = None, entrypoint: list[str] | None = None,
                 env: list[str] | None = None, exposed_ports: list[str] | None = None,
-                labels: dict[str, str] | None = None, gzip_level: int = 6) -> str:
+                labels: dict[str, str] | None = None, gzip_level: int = 6,
+                user: str | None = None, working_dir: str | None = None) -> str:
     """Write an OCI + docker-archive tarball of the image to ``out``; returns the manifest digest.
+
+    ``user`` (``uid[:gid]``) is the config's User: runtimes start the entrypoint as that user
+    unless the pod says otherwise, which is how an image declares that it runs as non-root.
     """
     blobs = workdir / "blobs"
     blobs.mkdir(parents=True, exist_ok=True)
@@ -183,6 +187,10 @@ def write_image(out: Path, ref: str, layers: Iterable[Layer], *, workdir: Path,
         image_config["ExposedPorts"] = {p: {} for p in exposed_ports}
     if labels:
         image_config["Labels"] = labels
+    if user is not None:
+        image_config["User"] = user
+    if working_dir is not None:
+        image_config["WorkingDir"] = working_dir
     config = _json_blob({
         "architecture": "amd64",
         "os": "linux",
