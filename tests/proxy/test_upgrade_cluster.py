@@ -209,3 +209,36 @@ async def failed(operator: Operator, node: str) -> object:
 
 def _merge() -> object:
     return PatchType.MERGE
+
+
+async def test_killed_during_the_download_waits_for_it_instead_of_downloading_again(
+    client: AsyncClient, namespace: str, operator: Operator, host_factory, tmp_path,
+    pki, unique: str,
+) -> None:
+    from tests.agent.core.support import Route, make_root_tree, make_rootfs_tar, serve_files
+
+    tree = make_root_tree(tmp_path / "tree-big", "2.0.0", extra_mib=6)
+    tar = make_rootfs_tar(tree, tmp_path / "big.tar")
+    host: AgentHost = await host_factory(f"n-{unique}")
+    with serve_files(pki, tmp_path / "srv-slow") as srv:
+        srv.routes["/kubeos.tar"] = Route(file=tar, delay_per_mib=0.5)
+        slow = Payload(srv, tar, "2.0.0")
+        await operator.create_os(**upgrade_spec(slow))
+        first = ProxyController(host.name, client, host.client,
+                                settings=proxy_settings(namespace))
+        async with running_proxy(first):
+            await eventually(lambda: operator.maybe_osi(host.name))
+            await operator.assign(host.name)
+
+            async def downloading() -> bool:
+                return host.service.status([])["busy"] == "prepare_upgrade"
+
+            await eventually(downloading, timeout=60, interval=0.05)
+        # the first proxy is gone mid-download; the agent goes on
+        second = ProxyController(host.name, client, host.client,
+                                 settings=proxy_settings(namespace))
+        async with running_proxy(second):
+            await eventually(lambda: finished(operator, host.name), timeout=120)
+        assert slow.downloads == 1
+    assert [a.kind.value for a in second.history][:1] == ["Cordon"]
+    assert len(host.reboots) == 1
