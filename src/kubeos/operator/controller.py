@@ -20,6 +20,7 @@ so that deleting it, like changing its opstype mid-rollout, releases every node 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -106,6 +107,9 @@ class Controller:
         self._nodes: dict[str, NodeView] = {}
         self._instances: dict[str, InstanceView] = {}
         self._expected: dict[tuple[str, str], tuple[int, float]] = {}
+        # Last resourceVersion of deleted objects: a write answered after the DELETED event
+        # (removing an OS's last finalizer) must not wait for an event that already came.
+        self._tombstones: dict[tuple[str, str], int] = {}
         self._caught_up = asyncio.Event()
         self._last_round: dict[OSKey, datetime] = {}
         self._status_written: dict[OSKey, tuple[dict[str, Any], float]] = {}
@@ -222,6 +226,8 @@ class Controller:
             version = int(resource_version(obj))
         except ValueError:
             return
+        if self._tombstones.get((kind, name), -1) >= version:
+            return  # already deleted, and we saw it go
         cached = self._cached(kind, name)
         if cached is not None:  # the watch event may have beaten the response to us
             try:
@@ -237,6 +243,13 @@ class Controller:
 
     def _seen(self, kind: str, name: str, obj: Any, event: str) -> None:
         key = (kind, name)
+        if event == "DELETED":
+            if len(self._tombstones) > 10000:
+                self._tombstones.clear()
+            with contextlib.suppress(ValueError):
+                self._tombstones[key] = int(resource_version(obj))
+        else:
+            self._tombstones.pop(key, None)
         expected = self._expected.get(key)
         if expected is None:
             return
