@@ -20,6 +20,7 @@ import sys
 import click
 from prometheus_client import PlatformCollector, ProcessCollector
 
+import kubeos
 from kubeos.api import labels
 from kubeos.kube.client import load_config, make_client, on_request
 from kubeos.kube.events import EventRecorder
@@ -126,6 +127,7 @@ async def run_operator(
 
 
 @click.command(context_settings={"auto_envvar_prefix": "OS_OPERATOR", "show_default": True})
+@click.version_option(kubeos.__version__, prog_name="os-operator")
 @click.option("--kubeconfig", envvar=["OS_OPERATOR_KUBECONFIG", "KUBECONFIG"], default=None,
               help="Kubeconfig file; default: in-cluster, then KUBECONFIG/~/.kube/config.")
 @click.option("--osinstance-namespace", default=labels.DEFAULT_OSINSTANCE_NAMESPACE,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+import kubeos
 from kubeos.agent.client import DEFAULT_SOCKET, AsyncAgentClient
 from kubeos.api import labels
 from kubeos.kube.client import load_config, make_client
@@ -22,6 +23,7 @@ from kubeos.proxy.state import Timing
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(kubeos.__version__, prog_name="os-proxy")
 @click.option("--node-name", envvar="NODE_NAME", required=True, help="This node (env NODE_NAME).")
 @click.option("--kubeconfig", envvar="KUBECONFIG_FILE", default=None,
               help="Kubeconfig file; default: in-cluster, then KUBECONFIG / ~/.kube/config.")
