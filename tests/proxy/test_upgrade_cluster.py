@@ -108,6 +108,7 @@ async def test_killed_at_every_step_resumes_without_second_download_or_reboot(
                 f"not finished; crashes so far: {crashes}; last: {proxy.last_action}"
             )
             if task.done():
+                assert isinstance(task.exception(), BaseExceptionGroup | Crash)
                 restarts += 1
                 proxy = new_proxy()
                 task = asyncio.create_task(proxy.run())
