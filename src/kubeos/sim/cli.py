@@ -6,21 +6,73 @@ kubectl, the operator or the proxies at it by hand, the same one the cluster tes
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
-from kubeos.sim.controlplane import DEFAULT_CONTROLLERS, ControlPlane, copy_kubeconfig
+from kubeos.sim.controlplane import (
+    DEFAULT_CONTROLLERS,
+    ControlPlane,
+    ControlPlaneError,
+    copy_kubeconfig,
+)
 from kubeos.sim.envtest_assets import MissingBinariesError
 
 
 @click.group()
 def main() -> None:
     """Local simulation of a KubeOS cluster: control plane and simulated nodes."""
+
+
+@main.command("demo")
+@click.option("--nodes", type=click.IntRange(1, 500), default=4, show_default=True,
+              help="Simulated nodes.")
+@click.option("--maxunavailable", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--phase-timeout", type=float, default=240.0, show_default=True,
+              help="Seconds each phase (upgrade, config, rollback) may take.")
+@click.option("--no-live", is_flag=True, help="No live table (for logs and CI).")
+def demo(nodes: int, maxunavailable: int, phase_timeout: float, no_live: bool) -> None:
+    """Upgrade, configure and roll back a local simulated cluster; exit 0 when all went right.
+
+    Starts a control plane, the operator and NODES simulated nodes (real proxies and agents),
+    serves a KubeOS 2.0.0 image over local HTTPS and applies an OS CR three times.
+    """
+    from kubeos.sim.demo import run_demo
+
+    _run_async(run_demo(nodes=nodes, maxunavailable=maxunavailable,
+                        phase_timeout=phase_timeout, live=not no_live))
+
+
+def _run_async(coroutine: Coroutine[Any, Any, object]) -> None:
+    """Run a simulator coroutine; its known failures become a clear message and exit 1.
+
+    SIGTERM is turned into KeyboardInterrupt so the fleet's teardown runs (no stray processes,
+    no temp dirs) however the run is stopped.
+    """
+    from kubeos.sim.demo import DemoError
+    from kubeos.sim.fleet import FleetError
+    from kubeos.sim.rollout import RolloutTimeout
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        asyncio.run(coroutine)
+    except (DemoError, FleetError, RolloutTimeout, ControlPlaneError,
+            MissingBinariesError) as error:
+        raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @main.command("controlplane")

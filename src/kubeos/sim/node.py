@@ -1,0 +1,145 @@
+"""A simulated node: the real proxy and the real agent on a file-backed disk, with a kubelet.
+
+Everything a node runs in production runs here as a library in this process: the
+:class:`~kubeos.proxy.controller.ProxyController` (sharing one API client with a few other
+nodes), the agent behind its JSON-RPC socket (:mod:`kubeos.sim.machine`), and the kubelet's
+writes (:class:`~kubeos.sim.kubelet.KubeletStandIn`, shared by the fleet). A node can be told to
+fail in the three ways a rollout must survive: a bad image (checksum mismatch), a failed boot
+(the trial slot panics, GRUB falls back) and a slow drain (a pod whose PDB refuses eviction for
+a while).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.apps_v1 import ReplicaSet
+from lightkube.resources.core_v1 import Node, Pod
+from lightkube.resources.policy_v1 import PodDisruptionBudget
+
+from kubeos.proxy.controller import ProxyController, ProxySettings
+from kubeos.sim.kubelet import KubeletStandIn
+from kubeos.sim.machine import MachineFaults, SimMachine
+from kubeos.sim.rootfs import pretty_name
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_NAMESPACE = "default"
+
+
+@dataclass
+class NodeFaults:
+    """How this node misbehaves (all off by default)."""
+
+    bad_image: bool = False
+    failed_boots: int = 0
+    slow_drain: float = 0.0  # seconds a PDB refuses to let the node's pod go
+
+    @property
+    def any(self) -> bool:
+        return self.bad_image or self.failed_boots > 0 or self.slow_drain > 0
+
+
+class SimNode:
+    """One simulated node. ``await start(version, ca_pem)``; ``await stop()``."""
+
+    def __init__(
+        self,
+        name: str,
+        work: Path,
+        client: AsyncClient,
+        kubelet: KubeletStandIn,
+        *,
+        settings: ProxySettings,
+        faults: NodeFaults | None = None,
+        commit_window: float = 120.0,
+    ) -> None:
+        self.name = name
+        self.faults = faults or NodeFaults()
+        self._client = client
+        self._kubelet = kubelet
+        self.machine = SimMachine(
+            name, work, commit_window=commit_window, kubelet=kubelet,
+            faults=MachineFaults(bad_image=self.faults.bad_image,
+                                 failed_boots=self.faults.failed_boots),
+        )
+        self.proxy = ProxyController(name, client, self.machine.client, settings=settings)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, version: str, ca_pem: bytes | None) -> None:
+        await asyncio.to_thread(self.machine.install, version, ca_pem)
+        await self._kubelet.add_node(self.name, os_image=pretty_name(version))
+        await self.machine.start()
+        if self.faults.slow_drain > 0:
+            await self._blocking_workload()
+            self._tasks.append(asyncio.create_task(self._release_after_cordon(),
+                                                   name=f"slow-drain-{self.name}"))
+        self._tasks.append(asyncio.create_task(self.proxy.run(), name=f"proxy-{self.name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks = []
+        await self.machine.stop()
+
+    # -- slow drain ------------------------------------------------------------------------
+
+    @property
+    def _workload(self) -> str:
+        return f"sim-{self.name}"
+
+    async def _blocking_workload(self) -> None:
+        """A ReplicaSet-owned pod on this node and a PDB (minAvailable 1) that protects it."""
+        name, ns = self._workload, WORKLOAD_NAMESPACE
+        template: dict[str, Any] = {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "c", "image": "registry.local/app:1"}]},
+        }
+        replica_set: Any = ReplicaSet.from_dict({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}},
+                     "template": template},
+        })
+        owner = await self._client.create(replica_set)
+        assert owner.metadata is not None
+        pod: Any = Pod.from_dict({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": name},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                              "name": name, "uid": owner.metadata.uid,
+                                              "controller": True}]},
+            "spec": {"nodeName": self.name, "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": "registry.local/app:1"}]},
+        })
+        await self._client.create(pod)
+        pdb: Any = PodDisruptionBudget.from_dict({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "minAvailable": 1},
+        })
+        await self._client.create(pdb)
+
+    async def _release_after_cordon(self) -> None:
+        """Once the node is cordoned (its drain began), keep the PDB for ``slow_drain`` s."""
+        while True:
+            node = await self._client.get(Node, self.name)
+            if node.spec is not None and node.spec.unschedulable:
+                break
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(self.faults.slow_drain)
+        log.info("%s: the slow workload's PDB lets go after %.0f s", self.name,
+                 self.faults.slow_drain)
+        with contextlib.suppress(ApiError):
+            await self._client.delete(PodDisruptionBudget, self._workload,
+                                      namespace=WORKLOAD_NAMESPACE)
