@@ -7,8 +7,9 @@ and metrics. The controller only executes the plan. Rules (kubeos-behavior.md §
 
 * Nodes in flight are counted from the cluster itself: a node carrying the upgrading or
   configuring label, or whose OSInstance is bound to any OS, or that is cordoned or NotReady
-  for any reason, is unavailable. So the ``maxunavailable`` limit holds across operator
-  restarts and counts nodes an administrator took out of service.
+  for any reason, is unavailable (a failed node its proxy uncordoned is not: it is back in
+  service, and counts against ``maxfailures`` instead). So the ``maxunavailable`` limit
+  holds across operator restarts and counts nodes an administrator took out of service.
 * Parallel mode fills free slots in name order. Serial mode (as the reference) labels a batch
   of up to ``maxunavailable`` nodes ``serial`` and runs them one at a time; labels of
   finished nodes are removed at once (not only after an idle round).
@@ -231,9 +232,11 @@ def plan_rollout(os: OS, snap: Snapshot) -> Plan:
         inst = snap.instances.get(node.name)
         bound_me = inst is not None and inst.bound_to(key)
         bound_other = inst is not None and inst.bound and not bound_me
+        # A failed node whose proxy gave it back (schedulable, Ready) serves workloads
+        # again: it counts against maxfailures, not against maxunavailable.
+        failed_here = bound_me and inst is not None and inst.phase in FAILED_PHASES
         if (
-            node.op_labelled
-            or (inst is not None and inst.bound)
+            (not failed_here and (node.op_labelled or (inst is not None and inst.bound)))
             or node.unschedulable
             or node.ready is False
         ):
