@@ -32,6 +32,8 @@ NEW_VERSION = "2.0.0"
 SETTINGS_FILE = "etc/sysctl.d/90-kubeos-demo.conf"
 SETTING_KEY = "kernel.pid_max"
 SETTING_VALUE = "4194304"
+# seconds between the operator's scheduling rounds (the CRD's default, 15, is for real reboots)
+TIME_INTERVAL = 1
 
 
 class DemoError(RuntimeError):
@@ -60,6 +62,7 @@ def upgrade_spec(url: str, checksum: str, version: str, maxunavailable: int) -> 
         "maxunavailable": maxunavailable, "containerimage": "", "evictpodforce": False,
         "imageurl": url, "checksum": checksum, "flagSafe": False, "mtls": False,
         "cacert": CA_FILE, "clientcert": "", "clientkey": "", "maxfailures": 0,
+        "timeinterval": TIME_INTERVAL,
     }
 
 
@@ -67,7 +70,7 @@ def config_spec(version: str, maxunavailable: int) -> dict[str, Any]:
     return {
         "imagetype": "", "opstype": "config", "osversion": pretty_name(version),
         "maxunavailable": maxunavailable, "containerimage": "", "evictpodforce": False,
-        "imageurl": "", "checksum": "",
+        "imageurl": "", "checksum": "", "timeinterval": TIME_INTERVAL,
         "sysconfigs": {"version": "v1", "configs": [{
             "model": "kernel.sysctl.persist", "configpath": "/" + SETTINGS_FILE,
             "contents": [{"key": SETTING_KEY, "value": SETTING_VALUE}],
@@ -79,7 +82,7 @@ def rollback_spec(version: str, maxunavailable: int) -> dict[str, Any]:
     return {
         "imagetype": "", "opstype": "rollback", "osversion": pretty_name(version),
         "maxunavailable": maxunavailable, "containerimage": "", "evictpodforce": False,
-        "imageurl": "", "checksum": "",
+        "imageurl": "", "checksum": "", "timeinterval": TIME_INTERVAL,
     }
 
 

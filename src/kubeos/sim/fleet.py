@@ -26,6 +26,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from lightkube import AsyncClient
 
@@ -132,6 +133,7 @@ class Fleet:
         # prepare_upgrade per node would starve every other node's status call
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
             max_workers=min(256, max(32, 2 * self.options.nodes)), thread_name_prefix="sim"))
+        loop.set_exception_handler(_quiet_cancellations)
         began = time.monotonic()
         self.plane.start()  # blocking, in the main thread on purpose (see module docstring)
         self.startup["control plane"] = time.monotonic() - began
@@ -232,6 +234,17 @@ class Fleet:
 
     def operator_peak_mib(self) -> float:
         return peak_rss_mib(self.operator.pid) if self.operator is not None else 0.0
+
+
+def _quiet_cancellations(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Drop asyncio's report of a cancelled RPC connection task.
+
+    Every simulated reboot closes a node's agent server, which cancels its open connections;
+    asyncio's stream callback then logs the CancelledError as if it were a crash.
+    """
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
 
 
 async def _quietly(awaitable: Awaitable[object]) -> None:
