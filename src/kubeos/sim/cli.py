@@ -7,6 +7,7 @@ kubectl, the operator or the proxies at it by hand, the same one the cluster tes
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import threading
@@ -50,6 +51,45 @@ def demo(nodes: int, maxunavailable: int, phase_timeout: float, no_live: bool) -
                         phase_timeout=phase_timeout, live=not no_live))
 
 
+@main.command("rehearse")
+@click.option("-f", "--filename", "path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML file with the OS CR to rehearse.")
+@click.option("--nodes", type=click.IntRange(1, 500), default=10, show_default=True)
+@click.option("--fail", "fails", multiple=True, metavar="KIND[:COUNT[:SECONDS]]",
+              help="Make COUNT nodes (first by name) fail: image (checksum mismatch), boot "
+              "(trial slot panics, GRUB falls back) or drain (a PDB blocks eviction for SECONDS, "
+              "default 30). Repeatable.")
+@click.option("--time-scale", type=float, default=1.0, show_default=True,
+              help="Multiply the CR's timeinterval and draintimeout (0.1: ten times faster).")
+@click.option("--timeout", type=float, default=900.0, show_default=True,
+              help="Seconds the rollout may take.")
+def rehearse(path: Path, nodes: int, fails: tuple[str, ...], time_scale: float,
+             timeout: float) -> None:
+    """Run an OS CR against a simulated fleet; report batches, timing and failures.
+
+    Exit status: 0 when the rollout completed, 3 when it ended otherwise (halted by
+    maxfailures, paused, ...), 1 when the rehearsal itself failed.
+    """
+    from kubeos.sim.rehearse import FailSpec, RehearsalError, load_os, run_rehearsal
+
+    try:
+        doc = load_os(path)
+        specs = [FailSpec.parse(text) for text in fails]
+    except RehearsalError as error:
+        raise click.UsageError(str(error)) from error
+    outcome: list[bool] = []
+
+    async def go() -> None:
+        result = await run_rehearsal(doc, nodes=nodes, fails=specs, time_scale=time_scale,
+                                     timeout=timeout)
+        outcome.append(result.complete)
+
+    _run_async(go())
+    if not outcome or not outcome[0]:
+        sys.exit(3)
+
+
 def _run_async(coroutine: Coroutine[Any, Any, object]) -> None:
     """Run a simulator coroutine; its known failures become a clear message and exit 1.
 
@@ -58,15 +98,19 @@ def _run_async(coroutine: Coroutine[Any, Any, object]) -> None:
     """
     from kubeos.sim.demo import DemoError
     from kubeos.sim.fleet import FleetError
+    from kubeos.sim.rehearse import RehearsalError
     from kubeos.sim.rollout import RolloutTimeout
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # the nodes' agents and proxies log every step; the report says what matters
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         asyncio.run(coroutine)
-    except (DemoError, FleetError, RolloutTimeout, ControlPlaneError,
+    except (DemoError, FleetError, RolloutTimeout, RehearsalError, ControlPlaneError,
             MissingBinariesError) as error:
         raise click.ClickException(str(error)) from error
     except KeyboardInterrupt:

@@ -58,6 +58,7 @@ class FleetOptions:
 
     nodes: int = 4
     version: str = START_VERSION
+    previous: str | None = None  # a version already in slot B (for rollbacks)
     faults: dict[str, NodeFaults] = field(default_factory=dict)  # by node name
     time_scale: float = 1.0  # multiplies the proxies' waits (health window, polling)
     commit_window: float = 120.0
@@ -183,7 +184,7 @@ class Fleet:
 
         async def start(node: SimNode) -> None:
             async with gate:
-                await node.start(self.options.version, ca_pem)
+                await node.start(self.options.version, ca_pem, self.options.previous)
 
         await asyncio.gather(*(start(node) for node in self.nodes.values()))
 

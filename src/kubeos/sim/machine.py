@@ -102,10 +102,14 @@ class SimMachine:
 
     # -- installation ----------------------------------------------------------------------
 
-    def install(self, version: str, ca_pem: bytes | None = None) -> None:
-        """A fresh node: KubeOS *version* in slot A (committed), slot B empty."""
+    def install(self, version: str, ca_pem: bytes | None = None,
+                previous: str | None = None) -> None:
+        """A fresh node: KubeOS *version* in slot A (committed); slot B empty, or holding
+        *previous* (a node upgraded before, which a rollback can go back to)."""
         make_root_tree(slot_dir(self.disk, "A"), version)
         slot_dir(self.disk, "B").mkdir(parents=True, exist_ok=True)
+        if previous:
+            make_root_tree(slot_dir(self.disk, "B"), previous)
         env = GrubEnv()
         env.set("saved_entry", "A")
         write_grubenv(self.paths.grubenv, env)

@@ -73,8 +73,9 @@ class SimNode:
         self.proxy = ProxyController(name, client, self.machine.client, settings=settings)
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, version: str, ca_pem: bytes | None) -> None:
-        await asyncio.to_thread(self.machine.install, version, ca_pem)
+    async def start(self, version: str, ca_pem: bytes | None,
+                    previous: str | None = None) -> None:
+        await asyncio.to_thread(self.machine.install, version, ca_pem, previous)
         await self._kubelet.add_node(self.name, os_image=pretty_name(version))
         await self.machine.start()
         if self.faults.slow_drain > 0:
