@@ -93,7 +93,8 @@ class SimMachine:
         self.on_boot = on_boot
         self.kubelet = kubelet
         self.reboot_pause = reboot_pause
-        self.reboots: list[str] = []
+        self.reboots: list[str] = []  # reasons, as the agent asked
+        self.boots = 0  # reboots completed (agent serving again)
         self.booted_slot = ""
         self.service: AgentService | None = None
         self._server: RpcServer | None = None
@@ -161,11 +162,12 @@ class SimMachine:
         def on_reboot(reason: str) -> None:  # called from the agent's reboot thread
             loop.call_soon_threadsafe(pending.put_nowait, reason)
 
+        # reboot_delay: the answer to upgrade/rollback must leave before the socket closes
         sources: dict[str, UpgradeSource] = {
             "disk": CorruptDownload() if self.faults.bad_image else DiskImageSource()
         }
         service = AgentService(self.paths, commit_window=self.commit_window, reboot=on_reboot,
-                               restart_service=None, reboot_delay=0.0, sources=sources,
+                               restart_service=None, reboot_delay=0.2, sources=sources,
                                layout=LAYOUT_DIR)
         await asyncio.to_thread(service.start)
         server = RpcServer(service.rpc_methods(), self.socket)
@@ -208,6 +210,7 @@ class SimMachine:
         if self.kubelet is not None:
             await self.kubelet.set_os_image(self.name, self.os_image())
             await self.kubelet.set_ready(self.name, True)
+        self.boots += 1
         if self.on_boot is not None:
             self.on_boot(self.name, slot, self.os_image())
 
