@@ -1,9 +1,13 @@
-# The two commands the README documents: `make setup` and `make test`.
+# The commands the README documents: `make setup`, `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup test lint crds bench
+.PHONY: setup demo test lint crds bench
 setup:
 	bash hack/setup.sh
+
+# The main job on this machine: a local cluster upgraded, configured and rolled back.
+demo:
+	.venv/bin/kubeos-sim demo
 
 test: lint
 	$(PY) -m pytest
