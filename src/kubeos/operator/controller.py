@@ -114,6 +114,7 @@ class Controller:
         self._last_round: dict[OSKey, datetime] = {}
         self._status_written: dict[OSKey, tuple[dict[str, Any], float]] = {}
         self._labelling: dict[str, float] = {}  # node -> when we sent its operation label
+        self._background: set[asyncio.Task[None]] = set()
         self._write_slots = asyncio.Semaphore(cfg.write_concurrency)
         self.ready = False
 
@@ -121,6 +122,13 @@ class Controller:
 
     async def run(self) -> None:
         """Start everything and run until cancelled."""
+        try:
+            await self._run()
+        finally:
+            for task in list(self._background):
+                task.cancel()
+
+    async def _run(self) -> None:
         async with asyncio.TaskGroup() as group:
             for informer in (self.node_informer, self.instance_informer, self.os_informer):
                 group.create_task(informer.run(), name=f"informer-{informer.name}")
@@ -411,11 +419,20 @@ class Controller:
 
     async def _execute(self, os: OS, plan: p.Plan, ref: Ref) -> None:
         namespace, name = os.metadata.namespace, os.metadata.name
-        jobs: list[Any] = []
-        for release in plan.releases:
-            jobs.append(self._release(release))
+        # Undo first, then start: nobody ever sees an old serial batch and a new one at once.
+        undo: list[Any] = [self._release(release) for release in plan.releases]
         for node in plan.serial_remove:
-            jobs.append(self._patch_node(node, kpatch.label_patch({labels.LABEL_SERIAL: None})))
+            undo.append(self._patch_node(node, kpatch.label_patch({labels.LABEL_SERIAL: None})))
+        stale = False
+        if undo:
+            for result in await asyncio.gather(*undo, return_exceptions=True):
+                if isinstance(result, StaleCache):
+                    stale = True
+                elif isinstance(result, BaseException):
+                    raise result
+        if stale:
+            raise StaleCache
+        jobs: list[Any] = []
         for node in plan.serial_add:
             jobs.append(self._patch_node(node, kpatch.label_patch({labels.LABEL_SERIAL: ""})))
         if plan.category is not None:
@@ -427,16 +444,14 @@ class Controller:
                 jobs.append(self._patch_node(node, kpatch.label_patch({label: ""})))
         for assignment in plan.assignments:
             jobs.append(self._assign(plan.key, assignment))
-        if not jobs:
-            return
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        stale = False
+        results = await asyncio.gather(*jobs, return_exceptions=True) if jobs else []
         for result in results:
             if isinstance(result, StaleCache):
                 stale = True
             elif isinstance(result, BaseException):
                 raise result
-        done = sum(1 for r in results[len(results) - len(plan.assignments):] if r is True)
+        done = sum(1 for r in results[len(results) - len(plan.assignments):] if r is True
+                   ) if plan.assignments else 0
         if done:
             self.metrics.assignments.labels(namespace, name, plan.category or "").inc(done)
         if plan.releases:
@@ -481,10 +496,26 @@ class Controller:
         # needed here; the binding above is what counts the node as in flight.
         # The next plan need not wait to see this label: the binding already counts the
         # node as unavailable, and label repairs skip nodes whose label is on its way.
+        # So the label is written in the background: the reconcile ends after one round trip.
         self._labelling[a.node] = time.monotonic()
-        await self._patch_node(a.node, kpatch.label_patch({a.label: ""}), expect=False)
+        task = asyncio.get_running_loop().create_task(self._label(a))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         log.info("assigned %s: %s for %s/%s", a.node, a.nodestatus, *owner)
         return True
+
+    async def _label(self, a: p.Assignment) -> None:
+        """Label an assigned node; on failure the next plan's label repair retries."""
+        try:
+            await self._patch_node(a.node, kpatch.label_patch({a.label: ""}), expect=False)
+        except Exception as error:
+            self._labelling.pop(a.node, None)
+            self.queue.add(("os", *self._owner_of(a.node)))
+            log.warning("labelling %s failed: %s", a.node, error)
+
+    def _owner_of(self, node: str) -> OSKey:
+        inst = self._instances.get(node)
+        return inst.owner if inst is not None and inst.owner is not None else ("", "")
 
     async def _release(self, r: p.Release) -> None:
         if r.unbind:
