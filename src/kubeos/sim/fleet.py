@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -135,6 +136,8 @@ class Fleet:
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
             max_workers=min(256, max(32, 2 * self.options.nodes)), thread_name_prefix="sim"))
         loop.set_exception_handler(_quiet_cancellations)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGUSR1, self.dump_tasks)
         began = time.monotonic()
         self.plane.start()  # blocking, in the main thread on purpose (see module docstring)
         self.startup["control plane"] = time.monotonic() - began
@@ -189,11 +192,14 @@ class Fleet:
         await asyncio.gather(*(start(node) for node in self.nodes.values()))
 
     async def stop(self) -> None:
+        """Tear everything down; bounded, so a stuck piece cannot keep processes alive."""
         await asyncio.gather(*(_quietly(node.stop()) for node in self.nodes.values()))
         if self.kubelet is not None:
             await _quietly(self.kubelet.stop())
         for client in [*self._clients, *([self.client] if self.client else [])]:
             await _quietly(client.close())
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
         self._clients.clear()
         self.client = None
         if self.operator is not None:
@@ -202,6 +208,17 @@ class Fleet:
         self.plane.stop()
         if not self.options.keep_work_dir:
             shutil.rmtree(self.work, ignore_errors=True)
+
+    def dump_tasks(self) -> None:
+        """``kill -USR1 <pid>``: write every asyncio task's stack to ``<work>/logs/tasks.txt``
+        (what a stuck simulation is waiting for)."""
+        path = self.work / "logs" / "tasks.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as out:
+            for task in asyncio.all_tasks():
+                print(f"--- {task.get_name()}", file=out)
+                task.print_stack(limit=12, file=out)
+        log.warning("asyncio tasks written to %s", path)
 
     # -- health and figures ----------------------------------------------------------------
 
@@ -248,6 +265,12 @@ def _quiet_cancellations(loop: asyncio.AbstractEventLoop, context: dict[str, Any
     loop.default_exception_handler(context)
 
 
-async def _quietly(awaitable: Awaitable[object]) -> None:
-    with contextlib.suppress(BaseException):
-        await awaitable
+async def _quietly(awaitable: Awaitable[object], timeout: float = 30.0) -> None:
+    """Await a teardown step, ignoring its errors, for at most *timeout* seconds."""
+    task = asyncio.ensure_future(awaitable)
+    _, pending = await asyncio.wait({task}, timeout=timeout)
+    if pending:
+        task.cancel()
+        log.warning("a teardown step did not finish within %.0f s", timeout)
+    elif not task.cancelled():
+        task.exception()

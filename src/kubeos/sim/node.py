@@ -84,14 +84,14 @@ class SimNode:
                                                    name=f"slow-drain-{self.name}"))
         self._tasks.append(asyncio.create_task(self.proxy.run(), name=f"proxy-{self.name}"))
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the proxy and the machine; never hangs (a task may swallow a cancellation)."""
+        await cancel_tasks(self._tasks, timeout)
         self._tasks = []
-        await self.machine.stop()
+        _, pending = await asyncio.wait({asyncio.ensure_future(self.machine.stop())},
+                                        timeout=timeout)
+        if pending:
+            log.warning("%s: the machine did not stop within %.0f s", self.name, timeout)
 
     # -- slow drain ------------------------------------------------------------------------
 
@@ -144,3 +144,21 @@ class SimNode:
         with contextlib.suppress(ApiError):
             await self._client.delete(PodDisruptionBudget, self._workload,
                                       namespace=WORKLOAD_NAMESPACE)
+
+
+async def cancel_tasks(tasks: list[asyncio.Task[None]], timeout: float) -> None:
+    """Cancel *tasks* until they end (again every 0.1 s: one may swallow a cancellation),
+    giving up after *timeout* seconds with a warning naming the stragglers."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = {t for t in tasks if not t.done()}
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a crash was already logged by its owner
+    if pending:
+        log.warning("tasks did not stop within %.0f s: %s", timeout,
+                    ", ".join(t.get_name() for t in pending))
