@@ -20,6 +20,7 @@ import math
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,6 +126,16 @@ async def _rollout(plane: ControlPlane, nodes: int, max_unavailable: int,
                 "osversion": "KubeOS v2", "opstype": "upgrade", "imagetype": "docker",
                 "containerimage": "repo/kubeos:v2", "maxunavailable": max_unavailable,
                 "nodeselector": sel, "timeinterval": 0})
+            latencies: list[float] = []
+
+            async def probe() -> None:  # the API server's round trip under this load
+                while True:
+                    t0 = time.monotonic()
+                    await client.get(Namespace, ns)
+                    latencies.append(time.monotonic() - t0)
+                    await asyncio.sleep(0.25)
+
+            prober = asyncio.create_task(probe())
             started = time.monotonic()
             await client.create(body)
             while True:
@@ -136,6 +147,7 @@ async def _rollout(plane: ControlPlane, nodes: int, max_unavailable: int,
                     raise RuntimeError("rollout did not complete in 20 minutes")
                 await asyncio.sleep(0.2)
             wall = time.monotonic() - started
+            prober.cancel()
             finished = len(proxy.finished)
         text = _http_get(metrics_url)
         requests = _metric_sum(text, "kubeos_operator_api_requests_total") - requests_before
@@ -159,6 +171,9 @@ async def _rollout(plane: ControlPlane, nodes: int, max_unavailable: int,
         "reconcile_ms_avg": 1000 * reconcile_s / max(1.0, reconciles),
         "harness_cpu_s": time.process_time(),
         "load_average": os.getloadavg()[0],
+        "rtt_ms_median": 1000 * statistics.median(latencies) if latencies else 0.0,
+        "rtt_ms_p90": 1000 * sorted(latencies)[int(0.9 * (len(latencies) - 1))]
+        if latencies else 0.0,
     }
 
 
@@ -186,6 +201,9 @@ def _report(r: dict[str, Any]) -> None:
           f"{r['conflicts']:.0f} write conflicts")
     print(f"  harness CPU:          {r['harness_cpu_s']:.1f}s (kubelet, proxy stand-in and "
           f"watcher, sharing the machine with etcd and the API server)")
+    print(f"  baseline API GET:     {r['rtt_ms_median']:.0f}ms median, {r['rtt_ms_p90']:.0f}ms "
+          f"p90 during the rollout (one node's cycle needs about 8 such round trips: "
+          f"proxy 3 writes, operator 1 guarded bind + 1 label, 3 watch deliveries)")
     print(f"  machine load average: {r['load_average']:.1f} on {os.cpu_count()} CPUs "
           f"(other work on the machine stretches every latency above)")
 
