@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import math
 import os
 import re
@@ -33,12 +34,19 @@ from typing import Any
 import pytest
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
-from tests.operator.standins import InFlightWatcher, ProxyStandIn, create_instance
 
 from kubeos.api import labels
 from kubeos.kube.resources import OSResource
 from kubeos.sim.controlplane import ControlPlane, copy_kubeconfig
 from kubeos.sim.kubelet import KubeletStandIn
+
+# tests/bench is not a package, so pytest imports this file as a top-level module; the
+# stand-ins live in tests/operator, reachable once the repository root is importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+_standins = importlib.import_module("tests.operator.standins")
+InFlightWatcher = _standins.InFlightWatcher
+ProxyStandIn = _standins.ProxyStandIn
+create_instance = _standins.create_instance
 
 
 def _free_port() -> int:
