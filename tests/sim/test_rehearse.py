@@ -51,6 +51,21 @@ async def test_failed_boot_falls_back_and_halts_the_rollout() -> None:
     assert all(result.nodes[n].started is None for n in ("node-003", "node-004", "node-005"))
 
 
+@pytest.mark.cluster
+@pytest.mark.timeout(240)
+async def test_slow_drain_waits_for_the_pdb_and_a_bad_image_fails_its_node() -> None:
+    result = await run_rehearsal(OS_DOC, nodes=4,
+                                 fails=[FailSpec.parse("drain:1:4"), FailSpec.parse("image:1")],
+                                 time_scale=0.1, timeout=150, console=Console(quiet=True))
+    slow, bad = result.nodes["node-001"], result.nodes["node-002"]
+    assert (slow.phase, slow.os_image) == ("Succeeded", "KubeOS 1.0.2")
+    assert slow.started is not None and slow.finished is not None
+    assert slow.finished - slow.started >= 4
+    assert (bad.phase, bad.os_image, bad.slot) == ("Failed", "KubeOS 1.0.0", "A")
+    assert "mismatch" in bad.error.lower()
+    assert result.outcome == "MaxFailuresReached" and result.failed_nodes == ["node-002"]
+
+
 def test_cli_rejects_an_unknown_failure_kind(tmp_path: Path) -> None:
     path = tmp_path / "os.yaml"
     path.write_text(yaml.safe_dump(OS_DOC))

@@ -125,7 +125,8 @@ class Follower:
             if row.started is None and row.nodestatus != "idle":
                 row.started = now
                 started_now.append(name)
-            if row.started is not None and row.finished is None and row.nodestatus == "idle":
+            if row.started is not None and row.finished is None and (
+                    row.nodestatus == "idle" or row.phase in ("Failed", "DrainBlocked")):
                 row.finished = now
         if started_now:
             self.result.batches.append(sorted(started_now))
