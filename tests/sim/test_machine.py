@@ -111,3 +111,16 @@ async def test_bad_image_fails_the_checksum(tmp_path: Path, images: ImageServer,
     with pytest.raises(AgentRpcError, match=r"(?i)checksum|sha256"):
         await machine.client().call("prepare_upgrade", [_request(*image)])
     assert machine.booted_slot == "A"
+
+
+def test_os_agent_boot_check_takes_the_directory_layout(tmp_path: Path) -> None:
+    """``os-agent boot-check --layout dir``: a trial of B while A is booted is recorded."""
+    from kubeos.agent.boot.grubenv import edit_grubenv
+    from kubeos.agent.cli import main
+
+    machine = SimMachine("n1", tmp_path / "n1")
+    machine.install("1.0.0", previous="2.0.0")
+    edit_grubenv(machine.paths.grubenv, {"boot_trial": "B"})
+    assert main(["boot-check", "--root", str(machine.root), "--layout", "dir"]) == 0
+    env = read_grubenv(machine.paths.grubenv).as_dict()
+    assert env.get("kubeos_rollback") == "B" and not env.get("boot_trial")
