@@ -93,30 +93,36 @@ def rehearse(path: Path, nodes: int, fails: tuple[str, ...], time_scale: float,
 def _run_async(coroutine: Coroutine[Any, Any, object]) -> None:
     """Run a simulator coroutine; its known failures become a clear message and exit 1.
 
-    SIGTERM is turned into KeyboardInterrupt so the fleet's teardown runs (no stray processes,
-    no temp dirs) however the run is stopped.
+    SIGINT and SIGTERM cancel the coroutine, so the fleet's teardown runs inside it (processes
+    stopped by their PIDs, temp dirs removed) however the run is stopped.
     """
     from kubeos.sim.demo import DemoError
     from kubeos.sim.fleet import FleetError
     from kubeos.sim.rehearse import RehearsalError
     from kubeos.sim.rollout import RolloutTimeout
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
     # the nodes' agents and proxies log every step; the report says what matters
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    async def guarded() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await coroutine
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
     try:
-        asyncio.run(coroutine)
+        asyncio.run(guarded())
     except (DemoError, FleetError, RolloutTimeout, RehearsalError, ControlPlaneError,
             MissingBinariesError) as error:
         raise click.ClickException(str(error)) from error
-    except KeyboardInterrupt:
-        raise click.ClickException("interrupted") from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise click.ClickException("interrupted; everything started was stopped") from None
 
 
 @main.command("controlplane")
