@@ -20,6 +20,7 @@ from kubeos.kbimg.errors import BuildError
 from kubeos.kbimg.inroot import copy_into, makedirs, resolve, write_file
 from kubeos.kbimg.sandbox import run_sandboxed
 from kubeos.kbimg.users import add_users, set_root_password
+from kubeos.kbimg.wheels import agent_wheels, launcher, unpack_wheel
 
 AGENT_UNIT_SRC = Path(kubeos.__file__).parent / "agent" / "systemd"
 AGENT_PYTHON_DIR = "/usr/lib/kubeos/python"
@@ -41,15 +42,6 @@ RestartSec=3
 WantedBy=multi-user.target
 """
 
-AGENT_LAUNCHER = f"""#!/usr/bin/python3
-# os-agent launcher written by kbimg: runs the kubeos package copied into the image.
-import sys
-
-sys.path.insert(0, "{AGENT_PYTHON_DIR}")
-from kubeos.agent.cli import main
-
-raise SystemExit(main())
-"""
 UNIT_SUFFIXES = (".service", ".socket", ".timer", ".mount", ".target", ".path")
 
 Step = Callable[[str], None]
@@ -59,30 +51,28 @@ def _noop(_: str) -> None:
     return None
 
 
-def _agent_packages() -> list[tuple[Path, str]]:
-    """Source dirs of the agent and its two pure-Python dependencies, with their target names.
-    ruamel.yaml runs without its optional C extension, so the copies work on any Python 3.11+.
+def install_agent(root: Path, wheels: list[Path] | None = None) -> None:
+    """The agent as its wheel plus the wheels of its pure-Python dependencies (ruamel.yaml,
+    tomlkit; ruamel.yaml runs without its optional C extension, so any Python 3.11+ does),
+    unpacked into AGENT_PYTHON_DIR, and /usr/bin/os-agent (root, 0500 as the user guide asks).
+
+    The directory is kbimg's own: it is replaced, so a root that had an older agent gets
+    exactly the new wheels' files. ``wheels`` default: ``wheels.agent_wheels()``.
     """
-    import ruamel.yaml
-    import tomlkit
-
-    return [(Path(kubeos.__file__).parent, "kubeos"),
-            (Path(tomlkit.__file__).parent, "tomlkit"),
-            (Path(ruamel.yaml.__file__).parent, "ruamel/yaml")]
-
-
-def install_agent(root: Path) -> None:
-    """The agent as Python source (+ ruamel.yaml, tomlkit) and a launcher. Kept in one function
-    so that a release can swap it for installing the project's wheel."""
+    chosen = wheels if wheels is not None else agent_wheels()
+    base = resolve(root, AGENT_PYTHON_DIR, follow_last=False)
+    if base.is_symlink() or base.is_file():
+        base.unlink()
+    elif base.is_dir():
+        shutil.rmtree(base)
     base = makedirs(root, AGENT_PYTHON_DIR)
-    for src, name in _agent_packages():
-        dest = base / name
-        if dest.exists() or dest.is_symlink():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, dest, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
-    write_file(root, "/usr/bin/os-agent", AGENT_LAUNCHER, 0o755)
+    scripts: dict[str, str] = {}
+    for wheel in chosen:
+        scripts.update(unpack_wheel(wheel, base))
+    if "os-agent" not in scripts:
+        raise BuildError("the kubeos wheel has no os-agent console script")
+    write_file(root, "/usr/bin/os-agent", launcher(scripts["os-agent"], path=AGENT_PYTHON_DIR),
+               0o500)
 
 
 def install_units(root: Path) -> list[str]:
