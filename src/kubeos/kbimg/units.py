@@ -43,9 +43,11 @@ MOUNT_UNITS: dict[str, str] = {
                             "/persist", "ext4", "defaults"),
     "boot-efi.mount": _mount("KubeOS EFI system partition", "/dev/disk/by-label/BOOT",
                              "/boot/efi", "vfat", "defaults,umask=0077"),
+    # Before=systemd-sysctl: it runs early (no local-fs.target dependency) and would otherwise
+    # read the image's /etc/sysctl.d, not the overlay that holds kernel.sysctl.persist settings.
     "etc.mount": _mount("KubeOS /etc overlay on /persist", "overlay", "/etc", "overlay",
                         "upperdir=/persist/etc,workdir=/persist/etcwork,lowerdir=/etc",
-                        _PERSIST_DEPS),
+                        _PERSIST_DEPS + "Before=systemd-sysctl.service\n"),
     "opt-cni.mount": _mount("KubeOS /opt/cni overlay on /persist", "overlay", "/opt/cni",
                             "overlay",
                             "upperdir=/persist/opt,workdir=/persist/optwork,lowerdir=/opt/cni",
