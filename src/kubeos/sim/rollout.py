@@ -10,6 +10,8 @@ false because it halted or is paused) for the current generation, never a guess 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +25,10 @@ from kubeos.kube.resources import OSInstanceResource, OSResource
 from kubeos.sim.fleet import Fleet
 
 POLL = 0.5
+BATCH_GAP = 0.3  # seconds: the operator assigns a batch in one pass, a few writes in a row
 OS_NAMESPACE = "default"
+
+log = logging.getLogger(__name__)
 
 
 class RolloutTimeout(RuntimeError):
@@ -97,7 +102,54 @@ class Follower:
         self.namespace = namespace
         self.result = RolloutResult(title, nodes={n: NodeRow(n) for n in fleet.nodes})
         self._began = time.monotonic()
-        self._seen_done: set[str] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    # A node's operation can start and end between two looks (a config takes half a second),
+    # so when nodes start and finish is taken from a watch, which sees every change.
+
+    async def __aenter__(self) -> Follower:
+        self._watcher = asyncio.create_task(self._watch(), name="follower-watch")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                async for _event, obj in self.client.watch(
+                        OSInstanceResource, namespace=self.namespace, server_timeout=10):
+                    self._seen(dict(obj))
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a dropped watch: list and watch again
+                log.debug("OSInstance watch: %s", error)
+                await asyncio.sleep(0.2)
+
+    def _seen(self, osi: dict[str, Any]) -> None:
+        row = self.result.nodes.get(osi["metadata"]["name"])
+        if row is None:
+            return
+        nodestatus = (osi.get("spec") or {}).get("nodestatus") or "idle"
+        phase = (osi.get("status") or {}).get("phase") or "Idle"
+        now = self.elapsed
+        if row.started is None and nodestatus != "idle":
+            row.started = now
+            self._place_in_batch(row.name, now)
+        elif row.started is not None and row.finished is None and (
+                nodestatus == "idle" or phase in ("Failed", "DrainBlocked")):
+            row.finished = now
+
+    def _place_in_batch(self, name: str, now: float) -> None:
+        """Nodes assigned within :data:`BATCH_GAP` of a batch's first node join it."""
+        batches = self.result.batches
+        if batches and now - (self.result.nodes[batches[-1][0]].started or 0.0) <= BATCH_GAP:
+            batches[-1].append(name)
+        else:
+            batches.append([name])
 
     @property
     def elapsed(self) -> float:
@@ -110,8 +162,6 @@ class Follower:
                 self.client.list(OSInstanceResource, namespace=self.namespace)}
         nodes = {n.metadata.name: n async for n in self.client.list(Node)
                  if n.metadata is not None}
-        now = self.elapsed
-        started_now: list[str] = []
         for name, row in self.result.nodes.items():
             osi = osis.get(name, {})
             spec, status = osi.get("spec") or {}, osi.get("status") or {}
@@ -122,14 +172,6 @@ class Follower:
             node = nodes.get(name)
             if node is not None and node.status is not None and node.status.nodeInfo:
                 row.os_image = node.status.nodeInfo.osImage
-            if row.started is None and row.nodestatus != "idle":
-                row.started = now
-                started_now.append(name)
-            if row.started is not None and row.finished is None and (
-                    row.nodestatus == "idle" or row.phase in ("Failed", "DrainBlocked")):
-                row.finished = now
-        if started_now:
-            self.result.batches.append(sorted(started_now))
         return os_obj
 
     def ended(self, os_obj: dict[str, Any], generation: int) -> bool:
@@ -160,8 +202,15 @@ async def run_rollout(
 ) -> RolloutResult:
     """Apply *spec* as OS *name* and wait until the operator says the rollout ended."""
     assert fleet.client is not None
-    follower = Follower(fleet, name, title)
-    generation = await apply_os(fleet.client, name, spec)
+    async with Follower(fleet, name, title) as follower:
+        await asyncio.sleep(0.3)  # the watch is open before the operator can assign anyone
+        generation = await apply_os(fleet.client, name, spec)
+        return await _follow(fleet, follower, generation, timeout, on_look)
+
+
+async def _follow(fleet: Fleet, follower: Follower, generation: int, timeout: float,
+                  on_look: Callable[[Follower], None] | None) -> RolloutResult:
+    title = follower.result.title
     while True:
         fleet.check_alive()
         os_obj = await follower.look()
