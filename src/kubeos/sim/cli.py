@@ -2,6 +2,8 @@
 
 ``kubeos-sim controlplane`` runs a local control plane in the foreground so a person can point
 kubectl, the operator or the proxies at it by hand, the same one the cluster tests use.
+``kubeos-sim demo`` is the project's main job on one machine; ``kubeos-sim rehearse`` runs a
+user's OS CR against a simulated fleet (see docs/simulator.md).
 """
 
 from __future__ import annotations
