@@ -9,8 +9,11 @@ setup:
 demo:
 	.venv/bin/kubeos-sim demo
 
+# The second line is the vm tier's upgrade scenario only (about 4-5 min under TCG here; it
+# skips without root or qemu); the whole tier (about 15 min) is `$(PY) -m pytest -m vm -s`.
 test: lint
 	$(PY) -m pytest
+	$(PY) -m pytest -m vm -k upgrade_a_to_b
 
 lint:
 	.venv/bin/ruff check src tests hack
