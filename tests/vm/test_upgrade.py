@@ -1,7 +1,7 @@
 """Disk-image upgrade A -> B with settings carried over, commit, then rollback to A.
 
 One VM for the module: the rollback starts where the committed upgrade left the node, as it
-would on a real node. ``-k upgrade`` runs the upgrade alone (the CI hook).
+would on a real node. ``-k upgrade_a_to_b`` runs the upgrade alone (the CI hook).
 """
 
 from __future__ import annotations
