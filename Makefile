@@ -25,3 +25,9 @@ crds:
 
 bench:
 	$(PY) -m pytest -m bench -s
+
+# Release artifacts (wheels, os-operator/os-proxy/admin-container OCI archives) into out/release;
+# needs root (mmdebstrap), no Docker daemon. docs/release.md. out/ keeps itself out of git.
+release:
+	mkdir -p out && printf '*\n' > out/.gitignore
+	.venv/bin/kbimg release --output out/release

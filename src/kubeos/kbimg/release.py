@@ -107,7 +107,29 @@ def _clamp_mtimes(tree: Path, epoch: int) -> None:
     os.utime(tree, (epoch, epoch))
 
 
+def _strip_docs(doc: Path) -> None:
+    """What dpkg's path-exclude leaves of /usr/share/doc besides the copyright files: empty
+    directories and symlinks into them."""
+    if doc.is_symlink() or not doc.is_dir():
+        return
+    for package in doc.iterdir():
+        if package.is_symlink() or not package.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(package, topdown=False):
+            here = Path(dirpath)
+            for name in filenames:
+                if not (here == package and name == "copyright"):
+                    (here / name).unlink()
+            for name in dirnames:
+                sub = here / name
+                if sub.is_symlink():
+                    sub.unlink()
+                else:
+                    sub.rmdir()
+
+
 def _strip(root: Path) -> None:
+    _strip_docs(root / "usr/share/doc")
     for rel in EMPTIED:
         _empty(root / rel)
     for rel in REMOVED:
