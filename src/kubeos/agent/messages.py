@@ -23,6 +23,15 @@ CONFIGURED = "Configured"
 COMMITTED = "Committed"
 
 
+def plain_version(version: str) -> str:
+    """The version without the os-release "KubeOS " prefix.
+
+    The reference proxy sends the OS CR's ``osversion`` as is ("KubeOS 1.0.2") while the agent
+    reads "1.0.2" from a slot's os-release; both spellings must mean the same version so that
+    a proxy of either implementation can drive this agent.
+    """
+    return version[len("KubeOS ") :].strip() if version.startswith("KubeOS ") else version
+
 def _field(obj: Mapping[str, Any], name: str, kind: type, default: Any, where: str) -> Any:
     value = obj.get(name, default)
     if value is None:
@@ -89,7 +98,7 @@ class UpgradeRequest:
     def from_json(cls, obj: Any, where: str = "UpgradeRequest") -> UpgradeRequest:
         o = _object(obj, where)
         return cls(
-            version=_field(o, "version", str, "", where),
+            version=plain_version(_field(o, "version", str, "", where)),
             image_type=_field(o, "image_type", str, "", where),
             image_url=_field(o, "image_url", str, "", where),
             check_sum=_field(o, "check_sum", str, "", where),
@@ -158,7 +167,7 @@ class TargetRequest:
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "params[0]") -> TargetRequest:
-        return cls(version=_field(_object(obj, where), "version", str, "", where))
+        return cls(version=plain_version(_field(_object(obj, where), "version", str, "", where)))
 
     def to_json(self) -> JSONObject:
         return {"version": self.version}
