@@ -10,6 +10,7 @@ false because it halted or is paused) for the current generation, never a guess 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -146,12 +147,18 @@ class Follower:
             row.finished = now
 
     def _place_in_batch(self, name: str, now: float) -> None:
-        """Nodes assigned within :data:`BATCH_GAP` of a batch's first node join it."""
+        """Nodes assigned within :data:`BATCH_GAP` of a batch's first node join it.
+
+        A batch is a set: the order in which its nodes were first seen depends on
+        watch timing, so its members are kept sorted by name.
+        """
         batches = self.result.batches
-        if batches and now - (self.result.nodes[batches[-1][0]].started or 0.0) <= BATCH_GAP:
-            batches[-1].append(name)
-        else:
-            batches.append([name])
+        if batches:
+            opened = min(self.result.nodes[n].started or now for n in batches[-1])
+            if now - opened <= BATCH_GAP:
+                bisect.insort(batches[-1], name)
+                return
+        batches.append([name])
 
     @property
     def elapsed(self) -> float:
