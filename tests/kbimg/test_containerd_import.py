@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kubeos.kbimg import build, config
+from tests.agent.container.support import run_containerd
 from tests.kbimg import support
 
 pytestmark = [
@@ -22,30 +22,10 @@ pytestmark = [
 
 
 @pytest.fixture
-def ctr(tmp_path: Path) -> Iterator[list[str]]:
-    """A containerd of its own (socket, root and state under tmp_path)."""
-    base = tmp_path / "containerd"
-    base.mkdir()
-    sock = base / "containerd.sock"
-    (base / "config.toml").write_text(
-        f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n'
-        f'[grpc]\n  address = "{sock}"\n'
-        '[plugins."io.containerd.grpc.v1.cri"]\n  disable_cgroup = true\n')
-    log = (base / "log").open("wb")
-    proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
-                            stdout=log, stderr=log)
-    argv = ["ctr", "-a", str(sock), "-n", "kbimg-test"]
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run([*argv, "version"], capture_output=True).returncode != 0:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.skip("private containerd did not start")
-            time.sleep(0.2)
-        yield argv
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+def ctr() -> Iterator[list[str]]:
+    """A containerd of its own (socket, root and state under a short temp dir)."""
+    with run_containerd() as containerd:
+        yield containerd.argv("kbimg-test")
 
 
 def test_upgrade_img_imports_and_mounts_with_ctr(tmp_path: Path, ctr: list[str]) -> None:

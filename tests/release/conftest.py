@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kubeos.kbimg import release
+from tests.agent.container.support import run_containerd
 
 
 @dataclass(frozen=True)
@@ -51,34 +51,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 
 @pytest.fixture(scope="session")
-def ctr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """A containerd of its own (root, state, socket under a temp dir), stopped by its PID."""
+def ctr() -> Iterator[list[str]]:
+    """A containerd of its own (root, state and socket under a short temp dir)."""
     if os.geteuid() != 0:
         pytest.skip("containerd needs root")
     if _missing("containerd", "ctr", "runc"):
         pytest.skip("containerd not installed (hack/setup.sh)")
-    base = tmp_path_factory.mktemp("containerd")
-    sock = base / "containerd.sock"
-    (base / "config.toml").write_text(
-        f'version = 2\nroot = "{base}/root"\nstate = "{base}/state"\n'
-        f'[grpc]\n  address = "{sock}"\n'
-        '[plugins."io.containerd.grpc.v1.cri"]\n  disable_cgroup = true\n')
-    log = (base / "log").open("wb")
-    proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")],
-                            stdout=log, stderr=log)
-    argv = ["ctr", "-a", str(sock), "-n", "kubeos-release-test"]
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run([*argv, "version"], capture_output=True).returncode != 0:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.skip("private containerd did not start")
-            time.sleep(0.2)
-        yield argv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
+    with run_containerd() as containerd:
+        yield containerd.argv("kubeos-release-test")

@@ -9,10 +9,12 @@ reference does. This module imports only the stdlib and the agent's ``errors``/`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +77,46 @@ def _decode_response(frame: bytes, request_id: int) -> Any:
     return obj["result"]
 
 
-def _timeout_for(method: str, call_timeout: float, operation_timeout: float) -> float:
-    return operation_timeout if method in _LONG_METHODS else call_timeout
-
-
 def _target_params(version: str | None) -> list[Any]:
     return [] if not version else [TargetRequest(version).to_json()]
 
 
-class AgentClient:
-    """Blocking client; each method returns a typed result or raises an ``AgentClientError``."""
+@contextlib.contextmanager
+def _connecting() -> Iterator[None]:
+    """Connection failures as the documented errors (same words as the reference client)."""
+    try:
+        yield
+    except TimeoutError:
+        raise AgentTimeoutError(
+            "Cannot connect to KubeOS os-agent unix socket, Connection timeout"
+        ) from None
+    except OSError as exc:
+        raise AgentConnectionError(
+            f"Cannot connect to KubeOS os-agent unix socket, {exc}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _exchanging(method: str, budget: float) -> Iterator[None]:
+    """Failures after the connection was made, as the documented errors."""
+    try:
+        yield
+    except TimeoutError:
+        raise AgentTimeoutError(f"{method}: no answer within {budget:g} s") from None
+    except ProtocolError:
+        raise AgentResponseError("Failed to parse response") from None
+    except AgentError:
+        raise
+    except OSError as exc:
+        raise AgentConnectionError(f"{method}: connection to os-agent lost: {exc}") from None
+
+
+class _Core:
+    """What both flavours share: where the agent is, the timeouts, and reading one answer.
+
+    Only the transport differs between :class:`AgentClient` and :class:`AsyncAgentClient`
+    (blocking socket or asyncio stream); requests, decoding and errors are the same code.
+    """
 
     def __init__(
         self,
@@ -99,46 +131,44 @@ class AgentClient:
         self.call_timeout = call_timeout
         self.operation_timeout = operation_timeout
 
+    def _budget(self, method: str, timeout: float | None) -> float:
+        if timeout:
+            return timeout
+        return self.operation_timeout if method in _LONG_METHODS else self.call_timeout
+
+    @staticmethod
+    def _answer(scanner: FrameScanner, data: bytes, request_id: int) -> tuple[bool, Any]:
+        """Feed received bytes; ``(True, result)`` once the first whole frame is in."""
+        if not data:
+            raise AgentResponseError("Response is invalid: connection closed")
+        frames = scanner.feed(data)
+        if frames:
+            return True, _decode_response(frames[0], request_id)
+        return False, None
+
+
+class AgentClient(_Core):
+    """Blocking client; each method returns a typed result or raises an ``AgentClientError``."""
+
     def call(self, method: str, params: list[Any], *, timeout: float | None = None) -> Any:
         """Send one request and return its ``result``."""
-        budget = timeout or _timeout_for(method, self.call_timeout, self.operation_timeout)
+        budget = self._budget(method, timeout)
         request_id = next(_ids)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.connect_timeout)
-            try:
+            with _connecting():
                 sock.connect(str(self.socket_path))
-            except TimeoutError:
-                raise AgentTimeoutError(
-                    "Cannot connect to KubeOS os-agent unix socket, Connection timeout"
-                ) from None
-            except OSError as exc:
-                raise AgentConnectionError(
-                    f"Cannot connect to KubeOS os-agent unix socket, {exc}"
-                ) from None
             deadline = time.monotonic() + budget
-            try:
+            with _exchanging(method, budget):
                 sock.settimeout(budget)
                 sock.sendall(request_message(method, params, request_id))
                 scanner = FrameScanner()
                 while True:
                     sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                    data = sock.recv(65536)
-                    if not data:
-                        raise AgentResponseError("Response is invalid: connection closed")
-                    frames = scanner.feed(data)
-                    if frames:
-                        return _decode_response(frames[0], request_id)
-            except TimeoutError:
-                raise AgentTimeoutError(f"{method}: no answer within {budget:g} s") from None
-            except ProtocolError:
-                raise AgentResponseError("Failed to parse response") from None
-            except AgentError:
-                raise
-            except OSError as exc:
-                raise AgentConnectionError(
-                    f"{method}: connection to os-agent lost: {exc}"
-                ) from None
+                    done, result = self._answer(scanner, sock.recv(65536), request_id)
+                    if done:
+                        return result
         finally:
             sock.close()
 
@@ -161,54 +191,27 @@ class AgentClient:
         return StatusResult.from_json(self.call("status", []))
 
 
-class AsyncAgentClient:
+class AsyncAgentClient(_Core):
     """asyncio flavour of :class:`AgentClient` with the same methods and errors."""
 
-    def __init__(
-        self,
-        socket_path: Path | str = DEFAULT_SOCKET,
-        *,
-        connect_timeout: float = 5.0,
-        call_timeout: float = 60.0,
-        operation_timeout: float = 3600.0,
-    ) -> None:
-        self.socket_path = Path(socket_path)
-        self.connect_timeout = connect_timeout
-        self.call_timeout = call_timeout
-        self.operation_timeout = operation_timeout
-
     async def call(self, method: str, params: list[Any], *, timeout: float | None = None) -> Any:
-        budget = timeout or _timeout_for(method, self.call_timeout, self.operation_timeout)
+        budget = self._budget(method, timeout)
         request_id = next(_ids)
-        try:
+        with _connecting():
             reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(str(self.socket_path)), self.connect_timeout
             )
-        except TimeoutError:
-            raise AgentTimeoutError(
-                "Cannot connect to KubeOS os-agent unix socket, Connection timeout"
-            ) from None
-        except OSError as exc:
-            raise AgentConnectionError(
-                f"Cannot connect to KubeOS os-agent unix socket, {exc}"
-            ) from None
         try:
-            return await asyncio.wait_for(
-                self._exchange(reader, writer, method, params, request_id), budget
-            )
-        except TimeoutError:
-            raise AgentTimeoutError(f"{method}: no answer within {budget:g} s") from None
-        except ProtocolError:
-            raise AgentResponseError("Failed to parse response") from None
-        except AgentError:
-            raise
-        except OSError as exc:
-            raise AgentConnectionError(f"{method}: connection to os-agent lost: {exc}") from None
+            with _exchanging(method, budget):
+                return await asyncio.wait_for(
+                    self._exchange(reader, writer, method, params, request_id), budget
+                )
         finally:
             writer.close()
 
-    @staticmethod
+    @classmethod
     async def _exchange(
+        cls,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         method: str,
@@ -219,12 +222,9 @@ class AsyncAgentClient:
         await writer.drain()
         scanner = FrameScanner()
         while True:
-            data = await reader.read(65536)
-            if not data:
-                raise AgentResponseError("Response is invalid: connection closed")
-            frames = scanner.feed(data)
-            if frames:
-                return _decode_response(frames[0], request_id)
+            done, result = cls._answer(scanner, await reader.read(65536), request_id)
+            if done:
+                return result
 
     async def prepare_upgrade(self, request: UpgradeRequest) -> OperationResult:
         return OperationResult.from_json(await self.call("prepare_upgrade", [request.to_json()]))

@@ -97,9 +97,13 @@ class Containerd:
     base: Path
     address: str
 
+    def argv(self, ns: str = "k8s.io") -> list[str]:
+        """The ``ctr`` command line that talks to this containerd in namespace ``ns``."""
+        return ["ctr", "--address", self.address, "-n", ns]
+
     def ctr(self, *args: str, ns: str = "k8s.io", check: bool = True) -> str:
         proc = subprocess.run(
-            ["ctr", "--address", self.address, "-n", ns, *args],
+            [*self.argv(ns), *args],
             capture_output=True, text=True, check=False, timeout=120,
         )
         if check and proc.returncode != 0:
