@@ -215,16 +215,30 @@ class SimMachine:
             self.on_boot(self.name, slot, self.os_image())
 
     def _saved(self) -> str:
-        return read_grubenv(self.paths.grubenv).as_dict().get("saved_entry") or "A"
+        return saved_slot(self.paths.grubenv)
 
     def _grub(self) -> str:
-        """grub.cfg of the boot contract: a one-shot ``next_entry`` becomes ``boot_trial``."""
-        env = read_grubenv(self.paths.grubenv)
-        values = env.as_dict()
-        nxt = values.get("next_entry")
-        if nxt:
-            env.set("boot_trial", nxt)
-            env.set("next_entry", "")
-            write_grubenv(self.paths.grubenv, env)
-            return nxt
-        return values.get("saved_entry") or "A"
+        return grub_boot_choice(self.paths.grubenv)
+
+
+def saved_slot(grubenv: Path) -> str:
+    """The slot GRUB boots when there is no one-shot entry (``saved_entry``, A by default)."""
+    return read_grubenv(grubenv).as_dict().get("saved_entry") or "A"
+
+
+def grub_boot_choice(grubenv: Path) -> str:
+    """What grub.cfg of the boot contract does at power-on, on the grubenv file itself.
+
+    A one-shot ``next_entry`` is consumed and becomes ``boot_trial`` (so the agent knows it runs
+    on trial); otherwise ``saved_entry`` is booted. Stand-in machines share it, so they all
+    boot the way docs/boot-contract.md says.
+    """
+    env = read_grubenv(grubenv)
+    values = env.as_dict()
+    nxt = values.get("next_entry")
+    if nxt:
+        env.set("boot_trial", nxt)
+        env.set("next_entry", "")
+        write_grubenv(grubenv, env)
+        return nxt
+    return values.get("saved_entry") or "A"

@@ -14,7 +14,9 @@ write (digest, layout, size), so those failures leave the slot usable for a roll
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,13 +27,14 @@ from kubeos.agent.boot.mounts import mount_points_of, mounted, unmount
 from kubeos.agent.boot.partitions import slot_label
 from kubeos.agent.boot.rootfs import inspect_root
 from kubeos.agent.commands import run_tool
-from kubeos.agent.errors import PayloadError, SpaceError, UpgradeError
+from kubeos.agent.errors import AgentError, PayloadError, SpaceError, UpgradeError
 from kubeos.agent.messages import UpgradeRequest
 from kubeos.agent.settings.atomic import atomic_write
 from kubeos.agent.upgrade.runtime import Tool, ToolFailed
 from kubeos.agent.upgrade.target import StagingTarget
 
 Entry = dict[str, str]
+log = logging.getLogger(__name__)
 
 
 def state_dir_of(target: StagingTarget) -> Path:
@@ -75,6 +78,26 @@ class WorkJournal:
     def discard(self, kind: str, name: str) -> None:
         """Forget an entry once the thing is gone."""
         self._save([e for e in self.entries() if e != {"kind": kind, "name": name}])
+
+    def remove(self, kind: str, name: str, action: Callable[[], None]) -> bool:
+        """Run one removal; forget the entry only when it worked (else the next start retries)."""
+        try:
+            action()
+        except (ToolFailed, OSError, AgentError) as exc:
+            log.error("cannot remove %s %s (retried at the next start): %s", kind, name, exc)
+            return False
+        self.discard(kind, name)
+        return True
+
+    def undo(self, remove: Callable[[str, str], None], *, first: str) -> list[str]:
+        """Remove everything recorded, entries of kind ``first`` before the others (a mount or
+        a container holds the image it uses); returns what went."""
+        done = []
+        for entry in sorted(self.entries(), key=lambda e: e["kind"] != first):
+            kind, name = entry["kind"], entry["name"]
+            if self.remove(kind, name, functools.partial(remove, kind, name)):
+                done.append(f"{kind} {name}")
+        return done
 
 
 def is_mount_point(path: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> bool:

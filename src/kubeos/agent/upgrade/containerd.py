@@ -23,13 +23,11 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from kubeos.agent.boot.rootfs import inspect_root
 from kubeos.agent.errors import (
-    AgentError,
     ChecksumMismatchError,
     DownloadError,
     InvalidRequestError,
@@ -186,22 +184,13 @@ class ContainerdSource:
     def recover(self, state_dir: Path) -> list[str]:
         """Remove what an interrupted ``stage`` created (mounts, snapshots, pulled images), as
         recorded in the journal; returns what was removed. Call once at agent start."""
-        journal = WorkJournal(state_dir / JOURNAL)
-        done = []
-        for entry in sorted(journal.entries(), key=lambda e: e["kind"] != "mount"):
-            kind, name = entry["kind"], entry["name"]
-            try:
-                if kind == "mount":
-                    self._unmount(Path(name))
-                elif kind == "image":
-                    self._remove_image(name)
-            except (ToolFailed, OSError, AgentError) as exc:
-                log.error("cannot remove %s %s left by an interrupted upgrade: %s", kind, name,
-                          exc)
-                continue
-            journal.discard(kind, name)
-            done.append(f"{kind} {name}")
-        return done
+        return WorkJournal(state_dir / JOURNAL).undo(self._remove, first="mount")
+
+    def _remove(self, kind: str, name: str) -> None:
+        if kind == "mount":
+            self._unmount(Path(name))
+        elif kind == "image":
+            self._remove_image(name)
 
     # --- staging ----------------------------------------------------------------------------
 
@@ -232,10 +221,10 @@ class ContainerdSource:
                 self.ctr.check("images", "mount", ref, str(mnt), what="mounting the image")
                 version, payload, size = fill_from_mounted_image(mnt, request, target)
             finally:
-                self._cleanup(journal, "mount", str(mnt), lambda: self._unmount(mnt))
+                journal.remove("mount", str(mnt), lambda: self._unmount(mnt))
         finally:
             if not existed:
-                self._cleanup(journal, "image", ref, lambda: self._remove_image(ref))
+                journal.remove("image", ref, lambda: self._remove_image(ref))
         return StagedImage(
             slot=target.slot,
             version=version,
@@ -244,18 +233,6 @@ class ContainerdSource:
             bytes=size,
             seconds=time.monotonic() - started,
         )
-
-    @staticmethod
-    def _cleanup(
-        journal: WorkJournal, kind: str, name: str, action: Callable[[], None]
-    ) -> None:
-        """Run a removal; on failure keep the journal entry so the next start retries it."""
-        try:
-            action()
-        except (ToolFailed, OSError) as exc:
-            log.error("cannot remove %s %s (retried at the next start): %s", kind, name, exc)
-            return
-        journal.discard(kind, name)
 
 
 def _open_os_tar(mnt: Path) -> int | None:

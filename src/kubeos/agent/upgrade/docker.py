@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import logging
 import secrets
 import tarfile
@@ -29,7 +30,6 @@ from typing import IO
 
 from kubeos.agent.boot.rootfs import INITRDS, KERNELS, OS_RELEASE, parse_os_release, version_of
 from kubeos.agent.errors import (
-    AgentError,
     ChecksumMismatchError,
     DownloadError,
     InvalidRequestError,
@@ -119,27 +119,7 @@ class DockerSource:
     def recover(self, state_dir: Path) -> list[str]:
         """Remove the containers and images an interrupted ``stage`` created, as recorded in
         the journal; returns what was removed. Call once at agent start."""
-        journal = WorkJournal(state_dir / JOURNAL)
-        done = []
-        for entry in sorted(journal.entries(), key=lambda e: e["kind"] != "container"):
-            kind, name = entry["kind"], entry["name"]
-            try:
-                self._remove(kind, name)
-            except (ToolFailed, OSError, AgentError) as exc:
-                log.error("cannot remove %s %s left by an interrupted upgrade: %s", kind, name,
-                          exc)
-                continue
-            journal.discard(kind, name)
-            done.append(f"{kind} {name}")
-        return done
-
-    def _cleanup(self, journal: WorkJournal, kind: str, name: str) -> None:
-        try:
-            self._remove(kind, name)
-        except ToolFailed as exc:
-            log.error("cannot remove %s %s (retried at the next start): %s", kind, name, exc)
-            return
-        journal.discard(kind, name)
+        return WorkJournal(state_dir / JOURNAL).undo(self._remove, first="container")
 
     # --- staging ----------------------------------------------------------------------------
 
@@ -194,10 +174,11 @@ class DockerSource:
                                   what="creating a container")
                 version, payload = self._fill(container, request, target)
             finally:
-                self._cleanup(journal, "container", container)
+                journal.remove("container", container,
+                               functools.partial(self._remove, "container", container))
         finally:
             if not existed:
-                self._cleanup(journal, "image", name)
+                journal.remove("image", name, functools.partial(self._remove, "image", name))
         return StagedImage(
             slot=target.slot,
             version=version,
