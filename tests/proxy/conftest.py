@@ -26,7 +26,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
-from kubeos.agent.boot.grubenv import GrubEnv, read_grubenv, write_grubenv
+from kubeos.agent.boot.grubenv import GrubEnv, write_grubenv
 from kubeos.agent.client import AsyncAgentClient
 from kubeos.agent.hostpaths import HostPaths
 from kubeos.agent.rpc.server import RpcServer
@@ -38,6 +38,7 @@ from kubeos.proxy.controller import ProxyController, ProxySettings
 from kubeos.proxy.drain import DrainSettings
 from kubeos.proxy.state import Timing
 from kubeos.sim.kubelet import KubeletStandIn
+from kubeos.sim.machine import grub_boot_choice, saved_slot
 from tests.agent.core.conftest import LAYOUT
 from tests.agent.core.support import (
     PKI,
@@ -52,14 +53,6 @@ from tests.agent.core.support import (
     mkfs_vfat,
     serve_files,
     sha256_of,
-)
-from tests.cluster.conftest import (  # noqa: F401  (fixtures)
-    client,
-    control_plane,
-    kubelet,
-    namespace,
-    sync_client,
-    unique,
 )
 
 
@@ -159,7 +152,7 @@ def _merge() -> Any:
 
 
 @pytest.fixture
-def operator(client: AsyncClient, namespace: str) -> Operator:  # noqa: F811
+def operator(client: AsyncClient, namespace: str) -> Operator:
     return Operator(client, namespace)
 
 
@@ -263,6 +256,13 @@ class AgentHost:
             thread_loop.run_until_complete(server.start())
             loop.call_soon_threadsafe(started.set)
             thread_loop.run_forever()
+            # the agent "powers off": finish whatever connections are still open, then close
+            # the loop here, so no coroutine is left to be collected after the loop is gone
+            leftover = asyncio.all_tasks(thread_loop)
+            for task in leftover:
+                task.cancel()
+            thread_loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+            thread_loop.close()
 
         threading.Thread(target=run, daemon=True, name=f"agent-{self.name}").start()
         await asyncio.wait_for(started.wait(), 10)
@@ -303,19 +303,10 @@ class AgentHost:
         await self.kubelet.set_ready(self.name, True)
 
     def _saved(self) -> str:
-        return read_grubenv(self.paths.grubenv).as_dict().get("saved_entry") or "A"
+        return saved_slot(self.paths.grubenv)
 
     def _grub(self) -> str:
-        """grub.cfg of the boot contract: a one-shot ``next_entry`` becomes ``boot_trial``."""
-        env = read_grubenv(self.paths.grubenv)
-        values = env.as_dict()
-        nxt = values.get("next_entry")
-        if nxt:
-            env.set("boot_trial", nxt)
-            env.set("next_entry", "")
-            write_grubenv(self.paths.grubenv, env)
-            return nxt
-        return values.get("saved_entry") or "A"
+        return grub_boot_choice(self.paths.grubenv)
 
     async def stop(self) -> None:
         if self._machine is not None:
@@ -361,7 +352,7 @@ def payload(tmp_path: Path, pki: PKI) -> Iterator[Payload]:
 
 @pytest.fixture
 async def host_factory(
-    tmp_path: Path, pki: PKI, kubelet: KubeletStandIn  # noqa: F811
+    tmp_path: Path, pki: PKI, kubelet: KubeletStandIn
 ) -> AsyncIterator[Callable[[str], Awaitable[AgentHost]]]:
     """Make sandbox machines (loop disk, root on slot A with KubeOS 1.0.0, a running agent)."""
     if not loop_devices_work():

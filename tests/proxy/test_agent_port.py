@@ -46,3 +46,28 @@ def test_transient_errors() -> None:
     assert is_transient(AgentRpcError("os-agent is processing another request", code=-1))
     assert not is_transient(AgentRpcError("checksum mismatch", code=-1))
     assert not is_transient(ValueError("bug"))
+
+
+async def test_a_stop_is_never_lost_when_the_agent_fails_at_that_moment() -> None:
+    """os-proxy must stop on SIGINT/SIGTERM even if the agent call ends in the same loop turn.
+
+    Python 3.11's ``asyncio.wait_for`` returns the inner result (here: raises the agent error,
+    which becomes an "unreachable" view) when the cancellation and the inner call's end meet,
+    and the cancellation is lost; the proxy then kept polling after SIGINT. Every turn offset
+    is tried, so one of them lands on the race.
+    """
+    requested = 0
+    for turns in range(8):
+        task = asyncio.create_task(agent_view(Raising(AgentConnectionError("gone")), 5))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if not task.cancel():
+            await task  # it had already finished: there was nothing to cancel
+            continue
+        requested += 1
+        try:
+            view = await task
+        except asyncio.CancelledError:
+            continue
+        raise AssertionError(f"cancellation after {turns} loop turns was lost: {view}")
+    assert requested >= 2  # the offsets did reach into the call

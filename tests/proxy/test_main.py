@@ -1,4 +1,5 @@
-"""``os-proxy`` as a process: NODE_NAME from the environment, a kubeconfig, SIGINT to stop."""
+"""``os-proxy`` as a process: NODE_NAME from the environment, a kubeconfig, SIGINT or SIGTERM
+to stop (SIGTERM is what the kubelet sends)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from tests.proxy.conftest import Operator, eventually
 pytestmark = pytest.mark.cluster
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_os_proxy_command_creates_its_osinstance_and_stops_cleanly(
     control_plane: ControlPlane, kubelet: KubeletStandIn, operator: Operator, namespace: str,
-    unique: str, tmp_path: Path,
+    unique: str, tmp_path: Path, stop: signal.Signals,
 ) -> None:
     node = f"m-{unique}"
     await kubelet.add_node(node)
@@ -44,7 +46,7 @@ async def test_os_proxy_command_creates_its_osinstance_and_stops_cleanly(
         await eventually(agent_reported, timeout=30)
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         try:
             out, _ = await asyncio.to_thread(proc.communicate, timeout=15)
         except subprocess.TimeoutExpired:

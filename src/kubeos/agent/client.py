@@ -198,14 +198,12 @@ class AsyncAgentClient(_Core):
         budget = self._budget(method, timeout)
         request_id = next(_ids)
         with _connecting():
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.socket_path)), self.connect_timeout
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
         try:
             with _exchanging(method, budget):
-                return await asyncio.wait_for(
-                    self._exchange(reader, writer, method, params, request_id), budget
-                )
+                async with asyncio.timeout(budget):
+                    return await self._exchange(reader, writer, method, params, request_id)
         finally:
             writer.close()
 

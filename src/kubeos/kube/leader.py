@@ -179,9 +179,8 @@ class LeaderElector:
         while True:
             await asyncio.sleep(self.retry_period)
             try:
-                ok = await asyncio.wait_for(
-                    self.try_acquire_or_renew(), timeout=self.renew_deadline
-                )
+                async with asyncio.timeout(self.renew_deadline):
+                    ok = await self.try_acquire_or_renew()
             except Exception as error:
                 log.warning("renewing the lease failed: %s", error)
                 ok = False

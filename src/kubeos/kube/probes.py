@@ -49,11 +49,12 @@ class ProbeServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request_line = await asyncio.wait_for(reader.readline(), timeout=10)
-            while True:  # discard headers
-                line = await asyncio.wait_for(reader.readline(), timeout=10)
-                if line in (b"\r\n", b"\n", b""):
-                    break
+            async with asyncio.timeout(10):
+                request_line = await reader.readline()
+                while True:  # discard headers
+                    line = await reader.readline()
+                    if line in (b"\r\n", b"\n", b""):
+                        break
             parts = request_line.decode("latin-1").split()
             path = parts[1].split("?")[0] if len(parts) >= 2 else ""
             status, ctype, body = self._route(parts[0] if parts else "", path)

@@ -38,6 +38,7 @@ from kubeos.api.models import OS
 from kubeos.kube import patch as kpatch
 from kubeos.kube.events import EventRecorder, Ref
 from kubeos.kube.informer import Informer, resource_version
+from kubeos.kube.intent import intent_changed
 from kubeos.kube.resources import OSInstanceResource, OSResource
 from kubeos.kube.workqueue import Result, WorkQueue, run_workers
 from kubeos.operator import plan as p
@@ -170,7 +171,7 @@ class Controller:
         meta = obj.get("metadata") or {}
         self._seen("os", f"{meta.get('namespace')}/{meta.get('name')}", obj, event)
         key: Key = ("os", str(meta.get("namespace", "")), str(meta.get("name", "")))
-        if event == "MODIFIED" and _intent(new) == _intent(old):
+        if not intent_changed(event, new, old):
             return  # only the status moved (usually our own write): nothing to decide
         self.queue.add(key)
         if event == "DELETED":
@@ -275,7 +276,8 @@ class Controller:
         if not self._expected:
             return True
         try:
-            await asyncio.wait_for(self._caught_up.wait(), self.config.expectation_timeout)
+            async with asyncio.timeout(self.config.expectation_timeout):
+                await self._caught_up.wait()
             return True
         except TimeoutError:
             horizon = time.monotonic() - 4 * self.config.expectation_timeout
@@ -581,13 +583,6 @@ class Controller:
             raise
         self._status_written[key] = (updated.get("status") or wanted, time.monotonic())
         return None
-
-
-def _intent(obj: Any) -> tuple[Any, ...]:
-    """What a reconcile of an OS depends on besides its status."""
-    meta = obj.get("metadata") or {}
-    return (meta.get("generation"), meta.get("deletionTimestamp"),
-            tuple(meta.get("finalizers") or ()), repr(obj.get("spec")))
 
 
 def _selector(obj: Any) -> str | None:

@@ -55,7 +55,9 @@ def is_transient(error: BaseException) -> bool:
 async def agent_view(agent: AgentApi, timeout: float) -> AgentView:
     """The agent's status, or an unreachable view saying why; never raises."""
     try:
-        return AgentView.from_status(await asyncio.wait_for(agent.status(), timeout))
+        async with asyncio.timeout(timeout):
+            status = await agent.status()
+        return AgentView.from_status(status)
     except AgentRpcError as error:
         if error.is_method_not_found:
             return AgentView(reachable=True, legacy=True)

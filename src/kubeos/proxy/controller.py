@@ -28,6 +28,7 @@ from kubeos.api import labels
 from kubeos.api.models import OS, OSInstance, OSInstanceStatus, Phase
 from kubeos.kube.events import EventRecorder, Ref
 from kubeos.kube.informer import Informer
+from kubeos.kube.intent import intent_changed
 from kubeos.kube.patch import is_not_found, merge_patch
 from kubeos.kube.resources import OSInstanceResource, OSResource
 from kubeos.kube.workqueue import Result, WorkQueue, run_workers
@@ -102,6 +103,13 @@ class ProxyController:
         def wake(_type: str, obj: Any, old: Any) -> None:
             queue.add(key)
 
+        def wake_on_intent(event: str, obj: Any, old: Any) -> None:
+            # Status-only writes are skipped: the operator rewrites OS status on every node
+            # transition in the fleet, and our own OSInstance status writes are followed by a
+            # pass of their own (a performed step asks to look again at once).
+            if intent_changed(event, obj, old):
+                queue.add(key)
+
         ns = self.settings.namespace
         timeout = self.settings.watch_timeout
         informers: list[Informer[Any]] = [
@@ -112,8 +120,9 @@ class ProxyController:
                      name=f"proxy-{key}-osinstance"),
             Informer(self._client, OSResource, watch_timeout=timeout, name=f"proxy-{key}-os"),
         ]
-        for informer in informers:
-            informer.add_handler(wake)
+        informers[0].add_handler(wake)
+        for informer in informers[1:]:
+            informer.add_handler(wake_on_intent)
         queue.add(key)
 
         async def handle(_key: str) -> Result:
@@ -132,7 +141,8 @@ class ProxyController:
             if recorder is not None:
                 await _stop(recorder)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.events.flush(force=True), 5)
+                    async with asyncio.timeout(5):
+                        await self.events.flush(force=True)
 
     # -- one pass ---------------------------------------------------------------------------
 

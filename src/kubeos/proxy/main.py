@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from pathlib import Path
 
 import click
@@ -76,9 +77,19 @@ def main(
     )
 
     async def serve() -> None:
+        # SIGTERM is how the kubelet stops the pod: stop the same way as on SIGINT (cancel,
+        # let the controller release what it holds and flush its events), then exit 0.
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, main_task.cancel)
         client = make_client(load_config(kubeconfig), field_manager=COMPONENT)
         try:
             await ProxyController(node_name, client, agent, settings=settings).run()
+        except asyncio.CancelledError:
+            logging.getLogger(__name__).info("stopping on request")
         finally:
             await client.close()
 

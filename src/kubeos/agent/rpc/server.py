@@ -159,7 +159,8 @@ class RpcServer:
         scanner = FrameScanner()
         while True:
             try:
-                data = await asyncio.wait_for(reader.read(65536), self._read_timeout)
+                async with asyncio.timeout(self._read_timeout):
+                    data = await reader.read(65536)
             except TimeoutError:
                 log.info("closing idle connection after %.0f s", self._read_timeout)
                 return

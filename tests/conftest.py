@@ -1,8 +1,12 @@
-"""Fixtures for the cluster tier: one real control plane per session, a namespace per test.
+"""Cluster fixtures shared by every tier: one real control plane per session, a namespace per test.
 
 Starting etcd + kube-apiserver + kube-controller-manager costs seconds, a namespace costs
 milliseconds, so tests share the control plane and isolate themselves by namespace (and by
 unique names for cluster-scoped objects such as Nodes).
+
+They live here, at the root of the tests, so that the cluster, kube, operator and proxy tests
+share one control plane: a fixture re-exported by several conftest files would be a separate
+session fixture in each, and start a control plane of its own. It starts only when a test asks.
 
 Missing binaries make these tests fail, not skip: a silently skipped integration tier looks
 exactly like a passing one.
