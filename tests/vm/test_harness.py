@@ -43,3 +43,22 @@ def test_payload_disk_is_read_only_with_its_serial(tmp_path: Path) -> None:
 def test_accel_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KUBEOS_VM_ACCEL", "tcg")
     assert vm.pick_accel(tmp_path) == "tcg"
+
+
+def test_a_stalled_warm_reset_is_recognised_only_after_silence(tmp_path: Path) -> None:
+    """The power-cycle trigger: the kernel's last words are "Restarting system" and the
+    console stays silent; a guest that is up and quiet, or still writing, never triggers it."""
+    machine = vm.Vm(_spec(tmp_path))
+    log = machine.spec.serial_log
+    log.write_bytes(b"[   80.7] os-agent: rebooting\r\n\x1b[0;1;31mFAILED\x1b[0m unmounting\r\n"
+                    b"[   82.9] reboot: Restarting system\r\n")
+    assert not machine.reset_stalled(stall=0.0)  # first look: the size is new
+    assert machine.reset_stalled(stall=0.0)
+    assert not machine.reset_stalled(stall=3600.0)  # not silent for long enough
+    with log.open("ab") as out:
+        out.write(b"\x1b[=3h\x1b[=3hBdsDxe: loading Boot0001\r\n")
+    assert not machine.reset_stalled(stall=0.0)  # the firmware is talking
+    assert not machine.reset_stalled(stall=0.0)  # ...and its line is not the kernel's
+    log.write_bytes(b"vm login: [   19.8] os-agent listening\r\n")
+    machine.reset_stalled(stall=0.0)
+    assert not machine.reset_stalled(stall=0.0)  # an idle, booted guest
