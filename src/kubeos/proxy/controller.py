@@ -92,6 +92,10 @@ class ProxyController:
         self._clock = clock
         self.history: list[Action] = []  # performed actions, for tests and the simulator
         self.last_action: Action | None = None
+        # The OS objects as the watch last saw them (set while run() runs). The proxy never
+        # writes an OS, so reading the bound one from here instead of GETting it each pass is
+        # only ever as stale as a GET a moment earlier, and any spec change wakes us anyway.
+        self._os_cache: Informer[Any] | None = None
 
     # -- running ----------------------------------------------------------------------------
 
@@ -120,6 +124,7 @@ class ProxyController:
                      name=f"proxy-{key}-osinstance"),
             Informer(self._client, OSResource, watch_timeout=timeout, name=f"proxy-{key}-os"),
         ]
+        self._os_cache = informers[2]
         informers[0].add_handler(wake)
         for informer in informers[1:]:
             informer.add_handler(wake_on_intent)
@@ -137,6 +142,7 @@ class ProxyController:
                     group.create_task(informer.run())
                 group.create_task(run_workers(queue, handle, workers=1))
         finally:
+            self._os_cache = None
             queue.shutdown()
             if recorder is not None:
                 await _stop(recorder)
@@ -220,6 +226,12 @@ class ProxyController:
         name, namespace = where.get("name"), where.get("namespace")
         if not name or not namespace:
             return None
+        cache = self._os_cache
+        cached = None
+        if cache is not None and cache.has_synced:
+            cached = cache.get(f"{namespace}/{name}")
+        if cached is not None:
+            return OS.model_validate(dict(cached))
         try:
             obj = await self._client.get(OSResource, name, namespace=namespace)
         except ApiError as error:
