@@ -116,18 +116,19 @@ class ProxyController:
 
         ns = self.settings.namespace
         timeout = self.settings.watch_timeout
-        informers: list[Informer[Any]] = [
-            Informer(self._client, Node, fields={"metadata.name": key},
-                     watch_timeout=timeout, name=f"proxy-{key}-node"),
-            Informer(self._client, OSInstanceResource, namespace=ns,
-                     fields={"metadata.name": key}, watch_timeout=timeout,
-                     name=f"proxy-{key}-osinstance"),
-            Informer(self._client, OSResource, watch_timeout=timeout, name=f"proxy-{key}-os"),
-        ]
-        self._os_cache = informers[2]
-        informers[0].add_handler(wake)
-        for informer in informers[1:]:
-            informer.add_handler(wake_on_intent)
+        node_informer: Informer[Any] = Informer(
+            self._client, Node, fields={"metadata.name": key}, watch_timeout=timeout,
+            name=f"proxy-{key}-node")
+        osi_informer: Informer[Any] = Informer(
+            self._client, OSInstanceResource, namespace=ns, fields={"metadata.name": key},
+            watch_timeout=timeout, name=f"proxy-{key}-osinstance")
+        os_informer: Informer[Any] = Informer(
+            self._client, OSResource, watch_timeout=timeout, name=f"proxy-{key}-os")
+        informers = [node_informer, osi_informer, os_informer]
+        self._os_cache = os_informer
+        node_informer.add_handler(wake)
+        osi_informer.add_handler(wake_on_intent)
+        os_informer.add_handler(wake_on_intent)
         queue.add(key)
 
         async def handle(_key: str) -> Result:

@@ -250,8 +250,7 @@ class Vm:
             return False
         if now - self._serial_seen[1] < stall:
             return False
-        lines = [ln for ln in self.serial_tail(3).splitlines() if ln.strip()]
-        return bool(lines) and "reboot: Restarting system" in lines[-1]
+        return "reboot: Restarting system" in self.serial_tail(1)
 
     def stop(self) -> None:
         if self._sock is not None:
