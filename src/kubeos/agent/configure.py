@@ -20,14 +20,16 @@ RestartHook = Callable[[str], None]
 
 
 def run_configure(
-    request: Any, *, root: Path, booted_slot: str, restart: RestartHook | None
+    request: Any, *, root: Path, booted_slot: str, restart: RestartHook | None,
+    persist_dirs: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Apply a ``ConfigureRequest``; all or nothing. Returns ``{"status": "Configured", ...}``
     with the engine's summary (changed files, effects, restarts, warnings)."""
     slot: Literal["A", "B"] = "B" if booted_slot == "B" else "A"
     try:
         parsed = parse_request(request)
-        result = apply_settings(parsed.configs, root=root, booted_slot=slot, restart=restart)
+        result = apply_settings(parsed.configs, root=root, booted_slot=slot, restart=restart,
+                                persist_dirs=persist_dirs)
     except ServiceRestartError as exc:
         raise ConfigureError(f"settings written, but a service restart failed: {exc}") from None
     except SettingsError as exc:

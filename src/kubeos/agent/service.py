@@ -97,8 +97,10 @@ class AgentService:
         reboot_delay: float = 1.0,
         sources: Mapping[str, UpgradeSource] = SOURCES,
         layout: str = "partitions",
+        persist_dirs: tuple[str, ...] = (),
     ) -> None:
         self.paths = paths
+        self.persist_dirs = persist_dirs
         self.boot = BootManager(paths, layout)
         self.state = AgentState(paths.state_dir)
         self.commit_window = commit_window
@@ -408,7 +410,8 @@ class AgentService:
             layout = self._layout
             booted = layout.booted if layout is not None else self.boot.state().saved
             return run_configure(
-                request, root=self.paths.root, booted_slot=booted, restart=self._restart_service
+                request, root=self.paths.root, booted_slot=booted, restart=self._restart_service,
+                persist_dirs=self.persist_dirs,
             )
 
     def status(self, params: list[Any]) -> dict[str, Any]:

@@ -97,8 +97,8 @@ def test_persist_parent_directory_must_exist(tmp_path: Path) -> None:
     from kubeos.agent.settings import MissingFileError
 
     with pytest.raises(MissingFileError) as err:
-        apply(tmp_path, config("kernel.sysctl.persist", ("a", 1), configpath="/nope/x.conf"))
-    assert "parent directory" in str(err.value) and "/nope/x.conf" in str(err.value)
+        apply(tmp_path, config("kernel.sysctl.persist", ("a", 1), configpath="/etc/nope/x.conf"))
+    assert "parent directory" in str(err.value) and "/etc/nope/x.conf" in str(err.value)
 
 
 # --- grub.cmdline ------------------------------------------------------------------------------

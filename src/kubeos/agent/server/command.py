@@ -50,6 +50,9 @@ def add_parser(subparsers: Any) -> None:
     serve.add_argument("--commit-window", type=float, default=900.0, metavar="SECONDS",
                        help="how long a trial boot waits for commit before falling back "
                        "(default: 900)")
+    serve.add_argument("--persist-dir", action="append", default=[], metavar="DIR",
+                       help="also let kernel.sysctl.persist write *.conf files under this "
+                       "absolute directory (repeatable; default: /etc only)")
     serve.add_argument("--read-timeout", type=float, default=30.0, metavar="SECONDS",
                        help="drop a connection idle for this long (default: 30)")
     serve.set_defaults(func=run_serve)
@@ -97,7 +100,12 @@ def run_boot_check(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     paths = _paths(args)
-    service = AgentService(paths, commit_window=args.commit_window, layout=args.layout)
+    for directory in args.persist_dir:
+        if not directory.startswith("/") or ".." in directory.split("/"):
+            logging.getLogger("os-agent").error("--persist-dir %r: not an absolute path", directory)
+            return 2
+    service = AgentService(paths, commit_window=args.commit_window, layout=args.layout,
+                           persist_dirs=tuple(args.persist_dir))
     try:
         service.start()
         asyncio.run(_serve(service, args.socket or paths.socket, args.read_timeout))

@@ -62,12 +62,14 @@ def apply_settings(
     booted_slot: Slot,
     dry_run: bool = False,
     restart: RestartHook | None = None,
+    persist_dirs: Sequence[str] = (),
 ) -> ApplyResult:
     """Apply ``configs`` in order under ``root``; see the module docstring.
 
     ``booted_slot`` resolves ``grub.cmdline.current``/``.next``. With ``dry_run`` nothing is
     written and nothing restarted, but the result (diffs, warnings, effects) is the same.
     ``restart`` is called once per service whose file changed, after all files are written.
+    ``persist_dirs`` widens where ``kernel.sysctl.persist`` may write (:mod:`.persist_path`).
 
     Raises :class:`~kubeos.agent.settings.errors.SettingsError` (nothing changed), or its
     subclass ``ServiceRestartError`` (files written, restart failed; ``.result`` holds them).
@@ -75,7 +77,7 @@ def apply_settings(
     if booted_slot not in ("A", "B"):
         raise RequestError(f"booted slot must be 'A' or 'B', not {booted_slot!r}")
     models = [get_model(config.model) for config in configs]
-    ctx = Context(stage=Stage(root), booted_slot=booted_slot)
+    ctx = Context(stage=Stage(root), booted_slot=booted_slot, persist_dirs=tuple(persist_dirs))
     results = []
     for config, model in zip(configs, models, strict=True):
         outcome = model.apply(config, ctx)

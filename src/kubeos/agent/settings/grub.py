@@ -19,13 +19,14 @@ import shlex
 from pathlib import PurePosixPath
 from typing import Literal
 
-from kubeos.agent.settings import rules
-from kubeos.agent.settings.errors import MissingFileError, ParseError
+from kubeos.agent.settings import grub_syntax, rules
+from kubeos.agent.settings.errors import MissingFileError, ParseError, ValueTypeError
 from kubeos.agent.settings.lines import split_lines
 from kubeos.agent.settings.model import Context, Outcome, Slot
 from kubeos.agent.settings.paths import node_path, real_path
 from kubeos.agent.settings.request import ConfigRequest, Content
 from kubeos.agent.settings.result import NEXT_BOOT, FileChange, SettingsWarning
+from kubeos.agent.settings.values import string_form
 
 DEFAULT_GRUB_CFG = "/boot/efi/EFI/openEuler/grub.cfg"
 LEGACY_GRUB_CFG = "/boot/grub2/grub.cfg"
@@ -53,6 +54,7 @@ class GrubCmdline:
 
     def apply(self, config: ConfigRequest, ctx: Context) -> Outcome:
         rules.reject_line_breaks(self.name, config.contents)
+        check_arguments(self.name, config.contents)
         out = Outcome()
         if _dm_verity(ctx):
             out.warnings.append(SettingsWarning(
@@ -78,6 +80,10 @@ class GrubCmdline:
             lines[index] = (edit_cmdline(body, config.contents, report), ending)
             report = _silent  # warn once, for the first line edited
         after = "".join(body + ending for body, ending in lines)
+        broken = grub_syntax.new_errors(text, after)
+        if broken is not None:
+            raise ParseError(f"the edited grub.cfg would not parse ({broken}); nothing written",
+                             model=self.name, file=node)
         ctx.stage.write(node, after, model=self.name)
         out.files.append(FileChange(node, text, after))
         return out
@@ -90,6 +96,16 @@ class GrubCmdline:
         if not ctx.stage.exists(default) and ctx.stage.exists(legacy):
             return legacy
         return default
+
+
+def check_arguments(model: str, contents: tuple[Content, ...]) -> None:
+    """Refuse any key or value that would not stay one kernel argument on the GRUB line."""
+    for content in contents:
+        key = content.key.strip()
+        value = None if content.is_delete else string_form(content.value)
+        problem = grub_syntax.check_argument(key, value or None)
+        if problem is not None and key:
+            raise ValueTypeError(problem, model=model, key=content.key)
 
 
 def linux_lines(lines: list[tuple[str, str]]) -> dict[Slot, list[int]]:

@@ -18,6 +18,8 @@ class Context:
 
     stage: Stage
     booted_slot: Slot
+    #: directories beyond /etc where ``kernel.sysctl.persist`` may write (agent option)
+    persist_dirs: tuple[str, ...] = ()
 
 
 @dataclass

@@ -15,7 +15,7 @@ import re
 from pathlib import PurePosixPath
 
 from kubeos.agent.settings import rules
-from kubeos.agent.settings.errors import MissingFileError, ParseError
+from kubeos.agent.settings.errors import MissingFileError, ParseError, ValueTypeError
 from kubeos.agent.settings.lines import append_lines, split_lines
 from kubeos.agent.settings.model import Context, Outcome
 from kubeos.agent.settings.paths import node_path
@@ -58,6 +58,7 @@ class PamLimits:
     def apply(self, config: ConfigRequest, ctx: Context) -> Outcome:
         node = node_path(self.name, config.configpath, DEFAULT_LIMITS_CONF)
         rules.reject_line_breaks(self.name, config.contents)
+        _reject_comment_marks(config.contents)
         out = Outcome()
 
         def warn(key: str, message: str) -> None:
@@ -70,6 +71,17 @@ class PamLimits:
         ctx.stage.write(node, after, model=self.name)
         out.files.append(FileChange(node, before, after))
         return out
+
+
+def _reject_comment_marks(contents: tuple[Content, ...]) -> None:
+    """A ``#`` starts a comment in limits.conf: in a domain or value it would cut the line
+    short, and the truncated line would make every later edit of the file fail to parse."""
+    for content in contents:
+        value = string_form(content.value) or ""
+        if "#" in content.key or "#" in value:
+            where = "key" if "#" in content.key else "value"
+            raise ValueTypeError(f"'#' is not allowed in the {where}: it starts a comment in "
+                                 "limits.conf", model=PamLimits.name, key=content.key)
 
 
 def edit_limits(

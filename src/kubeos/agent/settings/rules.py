@@ -89,11 +89,18 @@ def _warn_unknown_operation(content: Content, warn: Warn) -> None:
         warn(content.key, f"unknown operation {content.operation!r}, treated as add/update")
 
 
+#: Every character ``str.splitlines`` breaks at (the engine splits files with it), and NUL.
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029\0")
+
+
 def reject_line_breaks(model: str, contents: tuple[Content, ...]) -> None:
     """Refuse line breaks in keys and values of line-based files: one would smuggle a second,
-    unrequested setting (``"1\\nkernel.modules_disabled=1"``) into the file."""
+    unrequested setting (``"1\\nkernel.modules_disabled=1"``) into the file. Any character
+    ``splitlines`` treats as a break counts, not only ``\\r`` and ``\\n``."""
     for content in contents:
         value = string_form(content.value) or ""
-        if any(c in text for text in (content.key, value) for c in "\r\n"):
-            raise ValueTypeError("line breaks are not allowed in keys or values", model=model,
-                                 key=content.key)
+        for text in (content.key, value):
+            found = next((c for c in text if c in LINE_BREAKS), None)
+            if found is not None:
+                raise ValueTypeError(f"line breaks are not allowed in keys or values "
+                                     f"(found {found!r})", model=model, key=content.key)

@@ -11,11 +11,12 @@ Text is decoded as UTF-8 with ``surrogateescape``, so any byte sequence round-tr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from kubeos.agent.settings.atomic import PlannedWrite
-from kubeos.agent.settings.errors import MissingFileError, SettingsError
+from kubeos.agent.settings.errors import ConfigPathError, MissingFileError, SettingsError
 from kubeos.agent.settings.paths import real_path, resolve_final_symlink
 
 _ENCODING = "utf-8"
@@ -48,8 +49,17 @@ class Stage:
         self._entries: dict[Path, _Entry] = {}
 
     def real(self, node: PurePosixPath) -> Path:
-        """Where ``node`` lives on disk (symlinks in the last component followed)."""
-        return resolve_final_symlink(self.root, real_path(self.root, node))
+        """Where ``node`` lives on disk (symlinks in the last component followed).
+
+        With a ``--root`` other than ``/``, a symlinked directory (``etc -> /etc``) or a
+        relative link climbing out could lead outside the root: refused.
+        """
+        real = resolve_final_symlink(self.root, real_path(self.root, node))
+        base = os.path.realpath(self.root)
+        where = os.path.realpath(real.parent)
+        if where != base and not where.startswith(base.rstrip("/") + "/"):
+            raise ConfigPathError("path leads outside the root directory", file=node)
+        return real
 
     def exists(self, node: PurePosixPath) -> bool:
         entry = self._entries.get(self.real(node))

@@ -15,6 +15,7 @@ from kubeos.agent.settings.errors import ParseError, SysctlKeyError
 from kubeos.agent.settings.lines import append_lines, split_lines
 from kubeos.agent.settings.model import Context, Outcome
 from kubeos.agent.settings.paths import node_path
+from kubeos.agent.settings.persist_path import check_on_disk, check_persist_path
 from kubeos.agent.settings.request import ConfigRequest, Content
 from kubeos.agent.settings.result import LIVE, NEXT_BOOT, FileChange, SettingsWarning
 from kubeos.agent.settings.values import string_form
@@ -100,6 +101,8 @@ class KernelSysctlPersist:
 
     def apply(self, config: ConfigRequest, ctx: Context) -> Outcome:
         node = node_path(self.name, config.configpath, DEFAULT_SYSCTL_CONF)
+        check_persist_path(self.name, node, ctx.persist_dirs)
+        check_on_disk(self.name, node, ctx.stage.root, ctx.stage.real(node), ctx.persist_dirs)
         rules.reject_line_breaks(self.name, config.contents)
         out = Outcome()
 
