@@ -50,6 +50,7 @@ from kubeos.agent.messages import (
     TargetRequest,
     UpgradeRequest,
 )
+from kubeos.agent.settings.atomic import remove_stale_temps
 from kubeos.agent.state import AgentState
 from kubeos.agent.upgrade.sources import SOURCES, UpgradeSource
 from kubeos.agent.upgrade.target import StagingTarget
@@ -174,6 +175,8 @@ class AgentService:
     def start(self) -> None:
         """Recover from a crash, run the boot check, learn the slots. Called once before serving."""
         self._recover_interrupted_write()
+        for stale in remove_stale_temps(self.paths.root, self.persist_dirs):
+            log.warning("removed %s, left by an interrupted settings write", stale)
         for source in self._sources.values():  # images/mounts a crashed container pull left
             recover = getattr(source, "recover", None)
             if recover is not None:

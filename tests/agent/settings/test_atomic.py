@@ -112,3 +112,19 @@ def test_failed_fsync_after_rename_is_restored_too(tmp_path: Path,
     with pytest.raises(WriteError):
         apply(tmp_path, config("kernel.sysctl.persist", ("a", 2)))
     assert path.read_text() == lines("a=1")
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed_at_start(tmp_path: Path) -> None:
+    """A kill between mkstemp and rename leaves ``.<name>.*.kubeos-tmp``; start removes it."""
+    from kubeos.agent.settings.atomic import remove_stale_temps
+
+    stale = [write(tmp_path, "/etc/.sysctl.conf.abc.kubeos-tmp", "half"),
+             write(tmp_path, "/etc/security/.limits.conf.x1.kubeos-tmp", "half"),
+             write(tmp_path, "/boot/efi/EFI/openEuler/.grub.cfg.q.kubeos-tmp", "half"),
+             write(tmp_path, "/var/lib/kubelet/.config.yaml.z.kubeos-tmp", "half")]
+    keep = [write(tmp_path, "/etc/sysctl.conf", "a=1\n"),
+            write(tmp_path, "/etc/notes.kubeos-tmp", "not ours: no leading dot"),
+            write(tmp_path, "/var/lib/kubelet/pods/.x.kubeos-tmp", "not walked")]
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(removed) == sorted(stale)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)

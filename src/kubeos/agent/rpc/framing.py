@@ -10,6 +10,7 @@ trailing newline, and readers split on balanced braces, never on newlines.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,11 @@ from kubeos.agent.errors import (
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Upper bound of one message; larger input is a parse error (a request is a few KiB)."""
+
+MAX_DEPTH = 64
+"""Deepest nesting of one message. A real request nests five levels; without a bound, a
+deeply nested value made ``json.loads`` raise RecursionError, which escaped the framing and
+left the client without an answer."""
 
 
 class FrameScanner:
@@ -39,6 +45,10 @@ class FrameScanner:
         self._in_string = False
         self._escape = False
         self._limit = limit
+
+    def pending(self) -> bool:
+        """Whether part of a message is buffered (whitespace between messages does not count)."""
+        return bool(self._buf.strip())
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the messages completed by them."""
@@ -69,6 +79,10 @@ class FrameScanner:
                 self._in_string = True
             elif c in b"{[":
                 self._depth += 1
+                if self._depth > MAX_DEPTH:
+                    raise ProtocolError(
+                        f"Parse error: nested deeper than {MAX_DEPTH} levels", code=PARSE_ERROR
+                    )
             elif c in b"}]":
                 self._depth -= 1
                 if self._depth == 0:
@@ -97,7 +111,7 @@ def parse_request(frame: bytes) -> Request:
     """Decode one frame; raises :class:`ProtocolError` with the standard code."""
     try:
         obj = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"Parse error: {exc}", code=PARSE_ERROR) from None
     if isinstance(obj, list):
         raise ProtocolError(
@@ -116,20 +130,38 @@ def parse_request(frame: bytes) -> Request:
         params = [params]
     if not isinstance(params, list):
         raise ProtocolError("Invalid request: params must be an array", code=INVALID_REQUEST)
-    return Request(method=method, params=params, id=obj.get("id"), is_notification="id" not in obj)
+    request_id = obj.get("id")
+    if not valid_id(request_id):
+        raise ProtocolError(
+            "Invalid request: id must be a string, a finite number or null", code=INVALID_REQUEST
+        )
+    return Request(method=method, params=params, id=request_id, is_notification="id" not in obj)
+
+
+def valid_id(value: Any) -> bool:
+    """JSON-RPC 2.0 ids: string, number or null. NaN and infinities are not JSON at all."""
+    if value is None or isinstance(value, str):
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def request_id_of(frame: bytes) -> Any:
     """Best-effort id of a frame that failed validation, so the error can name it."""
     try:
         obj = json.loads(frame)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    return obj.get("id") if isinstance(obj, dict) else None
+    found = obj.get("id") if isinstance(obj, dict) else None
+    return found if valid_id(found) else None
 
 
 def encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+    # allow_nan=False: never emit NaN/Infinity, which no JSON parser on the other end accepts
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
 def result_message(request_id: Any, result: Any) -> bytes:

@@ -8,7 +8,11 @@ Safety properties, each tested:
 * handlers run in worker threads, so a long operation never blocks the event loop: ``status``
   is answered while an upgrade streams (mutual exclusion of operations is the service's job);
 * a connection that sends nothing, or half a message, is dropped after ``read_timeout`` without
-  affecting other clients; oversized or malformed input gets a JSON-RPC error and a close.
+  affecting other clients — the timeout bounds the whole message, not each read, so a client
+  trickling a byte at a time cannot hold a connection; at most ``max_connections`` are served at
+  once (more are answered with an error and closed); oversized, too deeply nested or malformed
+  input gets a JSON-RPC error and a close;
+* names and texts from the client are logged with ``repr``, so a ``\\n`` cannot forge a line.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ Handler = Callable[[list[Any]], Any]
 """A method: takes the positional params, returns a JSON-serialisable result, raises AgentError."""
 
 PERMISSION_DENIED = -32001
+SERVER_BUSY = -32002
+MAX_CONNECTIONS = 32
 _PEERCRED = struct.Struct("3i")
 
 
@@ -98,11 +104,13 @@ class RpcServer:
         *,
         allowed_uids: frozenset[int] | None = None,
         read_timeout: float = 30.0,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self._methods = dict(methods)
         self.socket_path = socket_path
         self._allowed = allowed_uids if allowed_uids is not None else frozenset({0, os.geteuid()})
         self._read_timeout = read_timeout
+        self._max_connections = max_connections
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -135,6 +143,14 @@ class RpcServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         task = asyncio.current_task()
+        if len(self._connections) >= self._max_connections:
+            log.warning("refusing a connection: %d already open", len(self._connections))
+            busy = AgentError("too many connections", code=SERVER_BUSY)
+            with contextlib.suppress(Exception):
+                writer.write(error_message(None, busy))
+                await writer.drain()
+            writer.close()
+            return
         if task is not None:
             self._connections.add(task)
         try:
@@ -157,12 +173,15 @@ class RpcServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, allowed: bool
     ) -> None:
         scanner = FrameScanner()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._read_timeout  # for the whole next message
         while True:
             try:
-                async with asyncio.timeout(self._read_timeout):
+                async with asyncio.timeout_at(deadline):
                     data = await reader.read(65536)
             except TimeoutError:
-                log.info("closing idle connection after %.0f s", self._read_timeout)
+                log.info("closing connection: no whole message within %.0f s",
+                         self._read_timeout)
                 return
             if not data:
                 return
@@ -183,6 +202,8 @@ class RpcServer:
                 if response is not None:
                     writer.write(response)
                     await writer.drain()
+            if frames and not scanner.pending():
+                deadline = loop.time() + self._read_timeout
 
     async def _handle_frame(self, frame: bytes) -> bytes | None:
         try:
@@ -195,10 +216,10 @@ class RpcServer:
                 raise ProtocolError("Method not found", code=METHOD_NOT_FOUND)
             result = await asyncio.to_thread(handler, request.params)
         except AgentError as exc:
-            log.info("%s failed: %s", request.method, exc)
+            log.info("%r failed: %r", request.method, str(exc))
             response = error_message(request.id, exc)
         except Exception as exc:
-            log.exception("%s crashed", request.method)
+            log.exception("%r crashed", request.method)
             response = error_message(
                 request.id, AgentError(f"internal error: {exc!r}", code=INTERNAL_ERROR)
             )

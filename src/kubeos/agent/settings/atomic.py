@@ -148,3 +148,38 @@ def _sync_dir(directory: Path) -> None:
         _fsync(fd)
     finally:
         os.close(fd)
+
+
+#: Where the models write (their default files' directories; /etc and /boot walked whole).
+STALE_TEMP_TREES = ("/etc", "/boot/efi/EFI", "/boot/grub2")
+STALE_TEMP_DIRS = ("/var/lib/kubelet",)
+TEMP_SUFFIX = ".kubeos-tmp"
+
+
+def remove_stale_temps(root: Path, extra_trees: Sequence[str] = ()) -> list[Path]:
+    """Remove the ``.<name>.*.kubeos-tmp`` files an agent killed mid-write left behind.
+
+    :func:`atomic_write` removes its temp file on every error, but not when the process is
+    killed between ``mkstemp`` and the rename. Called once at agent start, before any request.
+    Symlinks are not followed (``os.walk`` default), so nothing outside these trees is visited.
+    """
+    removed: list[Path] = []
+
+    def sweep(directory: Path, names: Sequence[str]) -> None:
+        for name in names:
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                path = directory / name
+                if path.is_symlink() or path.is_file():
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed.append(path)
+
+    for tree in (*STALE_TEMP_TREES, *extra_trees):
+        top = root.joinpath(tree.lstrip("/"))
+        for dirpath, _dirs, files in os.walk(top):
+            sweep(Path(dirpath), files)
+    for single in STALE_TEMP_DIRS:
+        top = root.joinpath(single.lstrip("/"))
+        with contextlib.suppress(OSError):
+            sweep(top, os.listdir(top))
+    return removed
