@@ -11,6 +11,8 @@ APT_PACKAGES=(
     grub-common
     # kbimg: GRUB EFI modules for grub-mkimage, Debian roots, qcow2 output
     grub-efi-amd64-bin mmdebstrap qemu-utils
+    # kbimg pxe-img writes its initramfs with cpio (tests/kbimg skip without it)
+    cpio
     # kbimg tests: an independent reader of the OCI / docker archives kbimg writes
     skopeo
     # TLS test servers and helpers

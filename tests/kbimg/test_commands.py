@@ -98,6 +98,8 @@ def test_cli_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
                                        "--output", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "users[0].name: '$(id)' is not a valid user name" in result.output
+    assert "[red]" not in result.output and "[/]" not in result.output
+    assert result.output.startswith("error: ")
     result = CliRunner().invoke(main, ["create", "-f", str(tmp_path / "k.toml"), "bogus"])
     assert result.exit_code == 2
 

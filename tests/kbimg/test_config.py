@@ -216,3 +216,20 @@ def test_toml_syntax_error(tmp_path: Path) -> None:
         config.load(bad)
     with pytest.raises(ConfigError, match="no such file"):
         config.load(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("disk", ["/dev/../etc/passwd", "/dev/./sda", "/dev/sda/.."])
+def test_pxe_disk_with_dot_components_is_refused(disk: str) -> None:
+    assert error_of(pxe(disk=disk)).startswith("pxe_config.disk:")
+
+
+@pytest.mark.parametrize(("root", "size", "field"), [
+    (2560, 0xFFFFFFFF, "img_size"), (1024 * 1024 + 1, 20000, "root"), (2560, 16 * 1024 + 1,
+                                                                        "img_size"),
+])
+def test_absurd_disk_partition_sizes_fail_at_parse_time(
+    files: dict[str, Path], root: int, size: int, field: str
+) -> None:
+    doc = repo_doc(files)
+    doc["disk_partition"] = {"root": root, "img_size": size}
+    assert error_of(doc).startswith(f"disk_partition.{field}: ")

@@ -45,7 +45,7 @@ def create(ctx: click.Context, file: Path, output: Path, kind: config.ImageKind)
     try:
         cfg = config.load(file)
         for warning in cfg.warnings:
-            _err.print(f"[yellow]warning:[/] {warning}")
+            _err.print(f"[yellow]warning:[/] {escape(str(warning))}", highlight=False)
         with _err.status("starting", spinner="dots") as status:
 
             def step(text: str) -> None:
@@ -57,7 +57,7 @@ def create(ctx: click.Context, file: Path, output: Path, kind: config.ImageKind)
     except KbimgError as exc:
         if ctx.obj.get("debug"):
             _err.print_exception()
-        _err.print(f"[red]error:[/] {exc}", highlight=False, markup=False)
+        _err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
     total = time.monotonic() - started
     for path in artifacts:
@@ -91,7 +91,7 @@ def release_cmd(ctx: click.Context, output: Path, tag: str | None, repository: s
     except KbimgError as exc:
         if ctx.obj.get("debug"):
             _err.print_exception()
-        _err.print(f"[red]error:[/] {exc}", highlight=False, markup=False)
+        _err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
     for path in result.artifacts:
         click.echo(str(path))

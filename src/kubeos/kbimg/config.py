@@ -44,6 +44,8 @@ BOOT_MIB = 60
 DEFAULT_ROOT_MIB = 2560
 DEFAULT_IMG_GIB = 20
 PERSIST_MIN_MIB = 2100
+MAX_ROOT_MIB = 1024 * 1024
+MAX_IMG_GIB = 16 * 1024
 
 
 # ---------------------------------------------------------------------------- dataclasses
@@ -406,7 +408,7 @@ def _pxe(t: _Table) -> PxeConfig:
     if not _FILE_NAME.match(rootfs_name):
         raise t.err("rootfs_name", f"{rootfs_name!r} must be a plain file name")
     disk = t.req_string("disk")
-    if not _DISK.match(disk):
+    if not _DISK.match(disk) or any(part in (".", "..") for part in disk.split("/")):
         raise t.err("disk", f"{disk!r} must be a device path such as /dev/sda")
     dhcp = t.boolean("dhcp", required=False)
     static = {k: t.string(k, required=False) for k in ("local_ip", "net_name", "netmask")}
@@ -476,6 +478,13 @@ def _disk(t: _Table) -> DiskPartition:
         raise t.err("root", "is required")
     root = t.integer("root", DEFAULT_ROOT_MIB)
     size = t.integer("img_size", DEFAULT_IMG_GIB)
+    # bounds that fail at parse time what would otherwise fail late, in sfdisk or truncate
+    if root > MAX_ROOT_MIB:
+        raise t.err("root", f"{root} MiB is more than the {MAX_ROOT_MIB} MiB (1 TiB) a root "
+                            "slot may have")
+    if size > MAX_IMG_GIB:
+        raise t.err("img_size", f"{size} GiB is more than the {MAX_IMG_GIB} GiB (16 TiB) an "
+                                "image may have")
     need = BOOT_MIB + 2 * root + PERSIST_MIN_MIB
     if need > size * 1024:
         raise t.err("img_size", f"Image size({size}G) is not enough for partitions "
