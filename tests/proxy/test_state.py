@@ -195,3 +195,43 @@ def test_grub_models_are_swapped_and_the_input_is_untouched() -> None:
     assert [c.contents[0].key for c in swapped.configs] == ["a", "b", "c"]
     assert configs.configs[0].model == "grub.cmdline.current"
     assert swap_grub_models(None) is None
+
+
+def test_a_lost_reboot_is_asked_again_with_backoff_never_on_every_pass() -> None:
+    """The re-ask storm: after one re-ask the next waits twice as long, counted from the
+    latest ask (recorded in status), not from the first request."""
+    import dataclasses
+
+    from kubeos.proxy.state import reask_spacing
+
+    first = rebooted_from(seconds_ago=130)
+    asked = snap(CORDONED, osi(phase="Rebooting", reboot=first), a=STAGED)
+    assert decide(asked, TIMING).kind is Kind.REBOOT
+    again = dataclasses.replace(first.asked_again(ago(1)), since=ago(131))
+    for _ in range(3):  # pass after pass, right after the re-ask: wait
+        waiting = decide(snap(CORDONED, osi(phase="Rebooting", reboot=again), a=STAGED), TIMING)
+        assert waiting.kind is Kind.WAIT
+    later = dataclasses.replace(again, last_ask=ago(239))
+    assert decide(snap(CORDONED, osi(phase="Rebooting", reboot=later), a=STAGED),
+                  TIMING).kind is Kind.WAIT
+    later = dataclasses.replace(again, last_ask=ago(241), since=ago(371))
+    assert decide(snap(CORDONED, osi(phase="Rebooting", reboot=later), a=STAGED),
+                  TIMING).kind is Kind.REBOOT
+    assert [reask_spacing(n, TIMING) for n in (1, 2, 3, 4, 5)] == [120, 240, 480, 900, 900]
+
+
+def test_the_reboot_record_keeps_its_asks_through_the_condition() -> None:
+    from kubeos.api.models import Condition
+    from kubeos.proxy.snapshot import RebootRecord
+
+    record = rebooted_from(seconds_ago=300).asked_again(ago(20)).asked_again(ago(5))
+    condition = Condition(type="RebootRequested", status="True", reason="Upgrade",
+                          message=record.message(), lastTransitionTime=record.since)
+    back = RebootRecord.from_condition(condition)
+    assert back is not None
+    assert (back.asks, back.last_ask, back.slot, back.target) == (
+        3, ago(5).replace(microsecond=0), record.slot, record.target)
+    plain = Condition(type="RebootRequested", status="True", reason="Upgrade",
+                      message=rebooted_from().message(), lastTransitionTime=ago(1))
+    old = RebootRecord.from_condition(plain)
+    assert old is not None and (old.asks, old.last_ask) == (1, None)

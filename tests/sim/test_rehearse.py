@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from kubeos.sim.cli import main
+from kubeos.sim.node import NodeFaults
 from kubeos.sim.rehearse import FailSpec, RehearsalError, assign_faults, run_rehearsal
 
 OS_DOC = {
@@ -71,3 +72,23 @@ def test_cli_rejects_an_unknown_failure_kind(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(OS_DOC))
     outcome = CliRunner().invoke(main, ["rehearse", "-f", str(path), "--fail", "disk:1"])
     assert outcome.exit_code == 2 and "KIND" in outcome.output
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(240)
+async def test_a_lost_reboot_request_is_asked_again_once_and_the_node_succeeds() -> None:
+    """node-004's first reboot request never happens: one re-ask, no storm, Succeeded."""
+    doc = {**OS_DOC, "spec": {**OS_DOC["spec"], "maxunavailable": 5}}
+    faults = assign_faults([FailSpec("reboot", 1)], 4)
+    assert faults["node-001"].lost_reboots == 1
+    result = await run_rehearsal(doc, nodes=5, fails=[], time_scale=0.1, timeout=180,
+                                 console=Console(quiet=True), faults=_move(faults, "node-004"))
+    assert result.outcome == "RolloutComplete", result.failed_nodes
+    lost = result.nodes["node-004"]
+    assert lost.phase == "Succeeded" and lost.os_image == "KubeOS 1.0.2"
+    assert 2 <= lost.reboot_requests <= 2
+    assert all(result.nodes[n].reboot_requests == 1 for n in result.nodes if n != "node-004")
+
+
+def _move(faults: dict[str, NodeFaults], to: str) -> dict[str, NodeFaults]:
+    return {to: next(iter(faults.values()))}

@@ -233,9 +233,12 @@ class StatusResult:
     staged: JSONObject | None
     last_error: str | None
     busy: str | None
+    #: the reason of a reboot requested and not yet done by this agent process, or None
+    reboot_pending: str | None = None
 
     def to_json(self) -> JSONObject:
         return {
+            "reboot_pending": self.reboot_pending,
             "agent_version": self.agent_version,
             "booted_slot": self.booted_slot,
             "committed_slot": self.committed_slot,
@@ -260,6 +263,7 @@ class StatusResult:
             staged=o.get("staged"),
             last_error=o.get("last_error"),
             busy=o.get("busy"),
+            reboot_pending=o.get("reboot_pending"),
         )
 
     def slot(self, name: str) -> SlotStatus | None:

@@ -117,6 +117,7 @@ class AgentService:
         self._deadline: float | None = None
         self._timer: threading.Timer | None = None
         self._reboot_thread: threading.Thread | None = None
+        self._reboot_pending: str | None = None
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -137,13 +138,25 @@ class AgentService:
         return self._layout
 
     def _request_reboot(self, reason: str) -> None:
-        """Reboot shortly after the answer has been sent (the caller learns the outcome)."""
+        """Reboot shortly after the answer has been sent (the caller learns the outcome).
+
+        Idempotent: a request while an earlier one is still waiting to be issued is the same
+        reboot (a host goes down once), and ``status`` says a reboot is pending. Once issued,
+        a new request issues it again — the earlier ``systemctl reboot`` may have been lost;
+        the proxy spaces such re-asks out.
+        """
+        thread = self._reboot_thread
+        if thread is not None and thread.is_alive():
+            log.info("reboot already pending (%s); %r joins it", self._reboot_pending, reason)
+            return
+        self._reboot_pending = reason
 
         def later() -> None:
             time.sleep(self._reboot_delay)
             try:
                 self._reboot(reason)
             except AgentError as exc:
+                self._reboot_pending = None
                 self.state.record_error(f"reboot failed: {exc}")
 
         self._reboot_thread = threading.Thread(target=later, name="reboot", daemon=True)
@@ -443,6 +456,7 @@ class AgentService:
             staged=staged if isinstance(staged, dict) else None,
             last_error=self.state.last_error,
             busy=self._running,
+            reboot_pending=self._reboot_pending,
         ).to_json()
 
     def rpc_methods(self) -> dict[str, Method]:

@@ -485,7 +485,9 @@ class _Pass:
         node = snapshot.node
         assert node is not None
         previous = snapshot.progress.reboot
-        record = previous or RebootRecord(
+        # a re-ask is recorded (count, time) before the call, so a restarted proxy spaces
+        # out its next one too
+        record = previous.asked_again(self.now()) if previous is not None else RebootRecord(
             op=action.op, target=action.target, boot_id=node.boot_id,
             slot=self.view.booted_slot or "", since=self.now(),
         )

@@ -9,6 +9,8 @@ objects is pure too, so the tests build snapshots the same way the controller do
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -162,24 +164,42 @@ class RebootRecord:
     target: str
     boot_id: str
     slot: str
-    since: datetime
+    since: datetime  # the first request: the reboot timeout counts from here
+    asks: int = 1  # how many times the agent was asked (re-asks are spaced out, with backoff)
+    last_ask: datetime | None = None  # the latest request; None: ``since``
 
-    _FORMAT = re.compile(r"target=(?P<target>.*?); bootID=(?P<boot>\S*); slot=(?P<slot>\S*)$")
+    _FORMAT = re.compile(
+        r"target=(?P<target>.*?); bootID=(?P<boot>[^;\s]*); slot=(?P<slot>[^;\s]*)"
+        r"(?:; asks=(?P<asks>\d+); lastAsk=(?P<last>\S+))?$"
+    )
 
     def message(self) -> str:
-        return f"target={self.target}; bootID={self.boot_id}; slot={self.slot}"
+        base = f"target={self.target}; bootID={self.boot_id}; slot={self.slot}"
+        if self.asks <= 1 or self.last_ask is None:
+            return base
+        return f"{base}; asks={self.asks}; lastAsk={self.last_ask.isoformat()}"
+
+    def asked_again(self, now: datetime) -> RebootRecord:
+        """The record of one more request, made at ``now`` (kept in status before asking)."""
+        return dataclasses.replace(self, asks=self.asks + 1, last_ask=now.replace(microsecond=0))
 
     @classmethod
     def from_condition(cls, condition: Condition) -> RebootRecord | None:
         match = cls._FORMAT.fullmatch(condition.message)
         if condition.status != "True" or match is None:
             return None
+        last = None
+        if match["last"]:
+            with contextlib.suppress(ValueError):
+                last = datetime.fromisoformat(match["last"])
         return cls(
             op=condition.reason.lower(),
             target=match["target"],
             boot_id=match["boot"],
             slot=match["slot"],
             since=condition.lastTransitionTime or datetime.fromtimestamp(0, UTC),
+            asks=int(match["asks"]) if match["asks"] else 1,
+            last_ask=last,
         )
 
 

@@ -286,6 +286,16 @@ def _upgrade(
     )
 
 
+def reask_spacing(asks: int, timing: Timing) -> float:
+    """How long after the latest of ``asks`` reboot requests the next may go out.
+
+    ``reissue_after`` after the first, doubling after each further one, never more than the
+    reboot timeout: a lost request is repeated, but a reboot that never comes cannot turn into
+    a storm of requests (each of which would start another reboot in the agent).
+    """
+    return min(timing.reissue_after * float(2 ** max(asks - 1, 0)), timing.reboot_timeout)
+
+
 def _after_reboot(
     snapshot: Snapshot, node: NodeView, os: OS, progress: Progress, timing: Timing
 ) -> Action:
@@ -306,13 +316,17 @@ def _after_reboot(
     if not rebooted:
         if timed_out:
             return fail(f"the node did not reboot within {timing.reboot_timeout:g} s")
-        if elapsed >= timing.reissue_after and agent.reachable and not agent.busy:
+        since_ask = _elapsed(snapshot, record.last_ask or record.since)
+        spacing = reask_spacing(record.asks, timing)
+        if since_ask >= spacing and agent.reachable and not agent.busy:
             return Action(
                 Kind.REBOOT, "Rebooting",
-                f"no reboot {elapsed:.0f} s after the request; asking again",
+                f"no reboot {elapsed:.0f} s after the request; asking again "
+                f"(request {record.asks + 1})",
                 op=op, target=target,
             )
-        return Action(Kind.WAIT, message="waiting for the reboot", requeue_after=timing.poll)
+        return Action(Kind.WAIT, message="waiting for the reboot",
+                      requeue_after=min(timing.poll, max(spacing - since_ask, 0.1)))
 
     if node.os_image == target and not booted_old:
         if agent.reachable and agent.committed and agent.booted_slot != record.slot:

@@ -60,8 +60,8 @@ def demo(nodes: int, maxunavailable: int, phase_timeout: float, no_live: bool) -
 @click.option("--nodes", type=click.IntRange(1, 500), default=10, show_default=True)
 @click.option("--fail", "fails", multiple=True, metavar="KIND[:COUNT[:SECONDS]]",
               help="Make COUNT nodes (first by name) fail: image (checksum mismatch), boot "
-              "(trial slot panics, GRUB falls back) or drain (a PDB blocks eviction for SECONDS, "
-              "default 30). Repeatable.")
+              "(trial slot panics, GRUB falls back), drain (a PDB blocks eviction for SECONDS, "
+              "default 30) or reboot (the first reboot request is lost). Repeatable.")
 @click.option("--time-scale", type=float, default=1.0, show_default=True,
               help="Multiply the CR's timeinterval and draintimeout (0.1: ten times faster).")
 @click.option("--timeout", type=float, default=900.0, show_default=True,

@@ -66,6 +66,7 @@ class MachineFaults:
 
     bad_image: bool = False
     failed_boots: int = 0  # trial boots that panic (GRUB then boots saved_entry)
+    lost_reboots: int = 0  # reboot requests the host drops (a `systemctl reboot` never done)
 
 
 class SimMachine:
@@ -93,7 +94,8 @@ class SimMachine:
         self.on_boot = on_boot
         self.kubelet = kubelet
         self.reboot_pause = reboot_pause
-        self.reboots: list[str] = []  # reasons, as the agent asked
+        self.reboots: list[str] = []  # reasons of the reboots performed
+        self.reboot_requests = 0  # how often the agent asked for a reboot (lost ones included)
         self.boots = 0  # reboots completed (agent serving again)
         self.booted_slot = ""
         self.service: AgentService | None = None
@@ -160,6 +162,11 @@ class SimMachine:
         pending = self._pending
 
         def on_reboot(reason: str) -> None:  # called from the agent's reboot thread
+            self.reboot_requests += 1
+            if self.faults.lost_reboots > 0:
+                self.faults.lost_reboots -= 1
+                log.info("%s: the reboot request (%s) is lost", self.name, reason)
+                return
             loop.call_soon_threadsafe(pending.put_nowait, reason)
 
         # reboot_delay: the answer to upgrade/rollback must leave before the socket closes
@@ -186,6 +193,8 @@ class SimMachine:
     async def _reboot_loop(self) -> None:
         while True:
             reason = await self._pending.get()
+            while not self._pending.empty():  # a host goes down once, however often asked
+                reason = self._pending.get_nowait()
             try:
                 await self.reboot(reason)
             except Exception:

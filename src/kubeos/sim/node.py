@@ -41,10 +41,12 @@ class NodeFaults:
     bad_image: bool = False
     failed_boots: int = 0
     slow_drain: float = 0.0  # seconds a PDB refuses to let the node's pod go
+    lost_reboots: int = 0  # reboot requests the machine drops
 
     @property
     def any(self) -> bool:
-        return self.bad_image or self.failed_boots > 0 or self.slow_drain > 0
+        return (self.bad_image or self.failed_boots > 0 or self.slow_drain > 0
+                or self.lost_reboots > 0)
 
 
 class SimNode:
@@ -68,7 +70,8 @@ class SimNode:
         self.machine = SimMachine(
             name, work, commit_window=commit_window, kubelet=kubelet,
             faults=MachineFaults(bad_image=self.faults.bad_image,
-                                 failed_boots=self.faults.failed_boots),
+                                 failed_boots=self.faults.failed_boots,
+                                 lost_reboots=self.faults.lost_reboots),
         )
         self.proxy = ProxyController(name, client, self.machine.client, settings=settings)
         self._tasks: list[asyncio.Task[None]] = []

@@ -28,7 +28,7 @@ from kubeos.sim.node import NodeFaults
 from kubeos.sim.progress import batches_table, print_failures, summary_table
 from kubeos.sim.rollout import RolloutResult, run_rollout
 
-FAIL_KINDS = ("image", "boot", "drain")
+FAIL_KINDS = ("image", "boot", "drain", "reboot")
 DEFAULT_DRAIN_SECONDS = 30.0
 START_VERSION = "1.0.0"
 _SPEC_FIELDS_SCALED = ("timeinterval", "draintimeout")
@@ -70,7 +70,8 @@ def assign_faults(fails: list[FailSpec], nodes: int) -> dict[str, NodeFaults]:
             index += 1
             faults[name] = NodeFaults(bad_image=fail.kind == "image",
                                       failed_boots=1 if fail.kind == "boot" else 0,
-                                      slow_drain=fail.seconds if fail.kind == "drain" else 0.0)
+                                      slow_drain=fail.seconds if fail.kind == "drain" else 0.0,
+                                      lost_reboots=1 if fail.kind == "reboot" else 0)
     return faults
 
 
@@ -148,11 +149,15 @@ async def run_rehearsal(
     time_scale: float = 1.0,
     timeout: float = 600.0,
     console: Console | None = None,
+    faults: dict[str, NodeFaults] | None = None,
 ) -> RolloutResult:
-    """Start a fleet, apply the CR (adapted), follow it to its end and print the report."""
+    """Start a fleet, apply the CR (adapted), follow it to its end and print the report.
+
+    ``faults`` gives named nodes faults of their own, beside those ``fails`` assigns.
+    """
     console = console or Console()
     plan = plan_rehearsal(dict(os_doc["spec"]), time_scale)
-    faults = assign_faults(fails, nodes)
+    faults = {**assign_faults(fails, nodes), **(faults or {})}
     name = str((os_doc.get("metadata") or {}).get("name") or "rehearsal")
     options = FleetOptions(nodes=nodes, version=plan.start, previous=plan.previous,
                            faults=faults, time_scale=1.0)
@@ -188,4 +193,6 @@ def _describe(fault: NodeFaults) -> str:
         return "bad image (the download does not match the checksum)"
     if fault.failed_boots:
         return "failed boot (the trial slot panics; GRUB falls back to saved_entry)"
+    if fault.lost_reboots:
+        return "lost reboot (the first reboot request never happens; the proxy asks again)"
     return f"slow drain (a PDB refuses eviction for {fault.slow_drain:.0f} s)"

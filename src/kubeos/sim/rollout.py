@@ -49,6 +49,7 @@ class NodeRow:
     error: str = ""
     started: float | None = None  # seconds into the phase when first seen assigned
     finished: float | None = None
+    reboot_requests: int = 0  # how often the node's agent asked its machine to reboot
 
 
 @dataclass
@@ -178,6 +179,7 @@ class Follower:
             row.phase = status.get("phase") or "Idle"
             row.slot = status.get("bootSlot") or self.fleet.nodes[name].machine.booted_slot
             row.error = status.get("lastError") or ""
+            row.reboot_requests = self.fleet.nodes[name].machine.reboot_requests
             node = nodes.get(name)
             if node is not None and node.status is not None and node.status.nodeInfo:
                 row.os_image = node.status.nodeInfo.osImage

@@ -546,3 +546,23 @@ def test_boot_check_command_records_a_failed_trial(
     )
     env = node.env()
     assert env["kubeos_rollback"] == "B" and "boot_trial" not in env
+
+
+def test_a_reboot_request_while_one_is_pending_is_the_same_reboot(
+    node: Node, https: FileServer, tar_v2: Path
+) -> None:
+    """Asked twice before the host goes down: one reboot, and status says it is pending."""
+    from kubeos.agent.service import AgentService
+
+    agent = AgentService(node.paths, commit_window=600.0, reboot=node.reboots.append,
+                         restart_service=None, reboot_delay=0.5)
+    node.services.append(agent)
+    agent.start()
+    assert agent.status([])["reboot_pending"] is None
+    agent.prepare_upgrade([req(https.url("/kubeos.tar"), sha256_of(tar_v2))])
+    assert agent.upgrade([{"version": "2.0.0"}])["status"] == "Upgraded"
+    assert agent.upgrade([{"version": "2.0.0"}])["status"] == "Upgraded"
+    assert "2.0.0" in agent.status([])["reboot_pending"]
+    node.wait_reboot()
+    time.sleep(0.7)
+    assert len(node.reboots) == 1
