@@ -14,8 +14,11 @@ exactly like a passing one.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from lightkube import AsyncClient, Client
@@ -23,8 +26,11 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
 from kubeos.sim.controlplane import ControlPlane
+from kubeos.sim.credentials import Access
 from kubeos.sim.envtest_assets import MissingBinariesError
 from kubeos.sim.kubelet import KubeletStandIn
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +53,25 @@ def sync_client(control_plane: ControlPlane) -> Iterator[Client]:
     client = control_plane.client()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def access(control_plane: ControlPlane, sync_client: Client) -> Access:
+    """``kubectl apply -k config/default`` (CRDs, RBAC, policy, Deployment, DaemonSet) as a user
+    would, then the pod objects the components' tokens are bound to.
+
+    No controller runs the Deployment or the DaemonSet here; they are objects only.
+    """
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to install config/default"
+    subprocess.run(
+        [kubectl, "--kubeconfig", str(control_plane.kubeconfig_path), "apply",
+         "--server-side", "--force-conflicts", "-k", str(ROOT / "config" / "default")],
+        check=True, capture_output=True, text=True, timeout=120,
+    )
+    access = Access(sync_client, server=control_plane.server_url, ca_pem=control_plane.ca_pem)
+    access.install()
+    return access
 
 
 @pytest.fixture

@@ -38,6 +38,23 @@ def test_renders_crds_rbac_deployment_daemonset(rendered: list[dict[str, Any]]) 
     assert kinds.count("Deployment") == 1
     assert kinds.count("DaemonSet") == 1
     assert kinds.count("ClusterRole") == 2
+    assert kinds.count("ValidatingAdmissionPolicy") == 1
+    assert kinds.count("ValidatingAdmissionPolicyBinding") == 1
+
+
+def test_node_scoping_policy_guards_the_proxy_and_denies(rendered: list[dict[str, Any]]) -> None:
+    policy = _one(rendered, "ValidatingAdmissionPolicy")["spec"]
+    binding = _one(rendered, "ValidatingAdmissionPolicyBinding")["spec"]
+    assert binding["policyName"] == "kubeos-proxy-node-scope"
+    assert binding["validationActions"] == ["Deny"]
+    assert policy["failurePolicy"] == "Fail"
+    matched = {(group, res) for rule in policy["matchConstraints"]["resourceRules"]
+               for group in rule["apiGroups"] for res in rule["resources"]}
+    group = "upgrade.openeuler.org"
+    for needed in [("", "nodes"), ("", "pods/eviction"), (group, "osinstances"),
+                   (group, "osinstances/status"), (group, "os")]:
+        assert needed in matched
+    assert ":kubeos-proxy" in policy["matchConditions"][0]["expression"]
 
 
 def test_operator_runs_unprivileged(rendered: list[dict[str, Any]]) -> None:
@@ -90,6 +107,10 @@ def test_roles_are_separate_and_least_privilege(rendered: list[dict[str, Any]]) 
     assert not any(k.startswith("/pods") for k in operator)
     # The proxy only reads OS intent; the operator never creates OSInstances.
     assert proxy["upgrade.openeuler.org/os"] == {"get", "list", "watch"}
+    assert proxy["upgrade.openeuler.org/osinstances/status"] == {"patch"}
+    assert "update" not in proxy["upgrade.openeuler.org/osinstances"]
+    assert not any(k.endswith("/secrets") for k in [*operator, *proxy])
+    assert not any(k.startswith("events.k8s.io/") for k in [*operator, *proxy])
     assert "create" not in operator["upgrade.openeuler.org/osinstances"]
     bindings = {
         b["metadata"]["name"]: b["subjects"][0]["name"]

@@ -7,6 +7,7 @@ benchmark should be the same in the operator and the proxy.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -58,3 +59,35 @@ def on_request(client: AsyncClient, callback: Callable[[str, str], None]) -> Non
     hooks = dict(inner.event_hooks)
     hooks["request"] = [*hooks.get("request", []), hook]
     inner.event_hooks = hooks
+
+
+def on_response(client: AsyncClient, callback: Callable[[int, str, str], None]) -> None:
+    """Call ``callback(status_code, method, path)`` for every HTTP response *client* receives.
+
+    The same hook point as :func:`on_request`; watches report once, when their headers arrive.
+    """
+    inner: Any = client._client._client
+
+    async def hook(response: httpx2.Response) -> None:
+        callback(response.status_code, response.request.method, response.request.url.path)
+
+    hooks = dict(inner.event_hooks)
+    hooks["response"] = [*hooks.get("response", []), hook]
+    inner.event_hooks = hooks
+
+
+
+def token_kubeconfig(server: str, ca_pem: bytes, token: str, *, name: str = "kubeos"
+                     ) -> dict[str, Any]:
+    """A kubeconfig document for one bearer token (a ServiceAccount's), trusting *ca_pem* only."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {
+            "server": server,
+            "certificate-authority-data": base64.b64encode(ca_pem).decode(),
+        }}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "current-context": name,
+    }

@@ -22,7 +22,7 @@ from prometheus_client import PlatformCollector, ProcessCollector
 
 import kubeos
 from kubeos.api import labels
-from kubeos.kube.client import load_config, make_client, on_request
+from kubeos.kube.client import load_config, make_client, on_request, on_response
 from kubeos.kube.events import EventRecorder
 from kubeos.kube.leader import LeaderElector, LeadershipLost
 from kubeos.kube.probes import ProbeServer
@@ -63,6 +63,7 @@ async def run_operator(
     ProcessCollector(registry=metrics.registry)
     PlatformCollector(registry=metrics.registry)
     on_request(client, lambda method, _path: metrics.api_requests.labels(method).inc())
+    on_response(client, lambda code, _method, _path: _count_refusal(metrics, code))
     recorder = EventRecorder(client, component="os-operator", instance=identity)
     controller = Controller(
         client,
@@ -166,6 +167,11 @@ def main(log_level: str, **options: object) -> None:
     except LeadershipLost as lost:
         log.error("%s; exiting so a fresh process starts from the cluster state", lost)
         sys.exit(1)
+
+
+def _count_refusal(metrics: Metrics, code: int) -> None:
+    if code in (401, 403):
+        metrics.api_refused.labels(str(code)).inc()
 
 
 if __name__ == "__main__":

@@ -70,6 +70,11 @@ class Metrics:
             "kubeos_operator_api_requests_total", "HTTP requests sent to the API server.",
             ["method"], registry=r,
         )
+        self.api_refused = Counter(
+            "kubeos_operator_api_refused_total",
+            "API answers 401 Unauthorized or 403 Forbidden, by code: missing RBAC or a policy.",
+            ["code"], registry=r,
+        )
         self.leader = Gauge(
             "kubeos_operator_leader", "1 while this replica holds the leader lease.",
             registry=r,

@@ -174,6 +174,13 @@ class ControlPlane:
         return f"https://127.0.0.1:{self._apiserver_port}"
 
     @property
+    def ca_pem(self) -> bytes:
+        """The cluster CA certificate (PEM) that signs the API server's serving certificate."""
+        if self._pki is None:
+            raise ControlPlaneError("the control plane is not running")
+        return self._pki.ca.cert.read_bytes()
+
+    @property
     def work_dir(self) -> Path:
         """The temporary directory holding certificates, etcd data and process logs."""
         if self._work_dir is None:

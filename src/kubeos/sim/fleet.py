@@ -3,8 +3,12 @@
 The control plane (etcd, kube-apiserver, kube-controller-manager) and the operator are real
 processes, started from the main thread so their parent-death signal is tied to a thread that
 lives as long as we do (see :mod:`kubeos.sim.processes`). The nodes share this process: their
-proxies and agents are libraries, grouped a few nodes per API client (one httpx pool holds 100
-connections, and every proxy keeps three watches open).
+proxies and agents are libraries, each proxy with its own API client.
+
+Credentials are the deployed ones (:mod:`kubeos.sim.credentials`): the shipped RBAC and
+node-scoping policy, the operator with its ServiceAccount's token, every proxy with a token
+bound to its DaemonSet pod on its node. Any 401 or 403 one of them gets fails the run
+(:meth:`Fleet.check_alive`). The harness (CRs, kubelet stand-in, test workloads) is admin.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -31,11 +35,12 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from kubeos.kube.client import make_client, on_request
+from kubeos.kube.client import make_client, on_request, on_response
 from kubeos.proxy.controller import ProxySettings
 from kubeos.proxy.drain import DrainSettings
 from kubeos.proxy.state import Timing
 from kubeos.sim.controlplane import ControlPlane
+from kubeos.sim.credentials import OPERATOR_ACCOUNT, Access
 from kubeos.sim.imageserver import ImageServer
 from kubeos.sim.kubelet import KubeletStandIn
 from kubeos.sim.node import NodeFaults, SimNode
@@ -44,8 +49,8 @@ from kubeos.sim.processes import ManagedProcess
 log = logging.getLogger(__name__)
 
 START_VERSION = "1.0.0"
-NODES_PER_CLIENT = 16
 OPERATOR_REQUESTS_METRIC = "kubeos_operator_api_requests_total"
+OPERATOR_REFUSED_METRIC = "kubeos_operator_api_refused_total"
 OPERATOR_SCRIPT = "from kubeos.operator.main import main; main()"
 
 
@@ -113,6 +118,8 @@ class Fleet:
         self.client: AsyncClient | None = None  # ours: applying CRs, watching progress
         self._clients: list[AsyncClient] = []
         self.requests: Counter[str] = Counter()  # API requests by "proxy" / "kubelet"
+        self.refusals: list[str] = []  # 401/403 answers to a proxy: "<node> <method> <path>"
+        self.access: Access | None = None
         self.startup: dict[str, float] = {}
 
     async def __aenter__(self) -> Fleet:
@@ -142,6 +149,11 @@ class Fleet:
         self.plane.start()  # blocking, in the main thread on purpose (see module docstring)
         self.startup["control plane"] = time.monotonic() - began
         self.images.start()
+        began = time.monotonic()
+        self.access = Access(self.plane.client(), server=self.plane.server_url,
+                             ca_pem=self.plane.ca_pem)
+        await asyncio.to_thread(self.access.install)
+        self.startup["access"] = time.monotonic() - began
         self._start_operator()
         config = self.plane.kube_config()
         self.client = make_client(config, field_manager="kubeos-sim")
@@ -159,30 +171,48 @@ class Fleet:
         self._clients.append(client)
         return client
 
+    def _refused(self, who: str) -> Callable[[int, str, str], None]:
+        def record(code: int, method: str, path: str) -> None:
+            if code in (401, 403):
+                self.refusals.append(f"{who} {code} {method} {path}")
+        return record
+
     def _start_operator(self) -> None:
+        assert self.access is not None
+        kubeconfig = self.access.write_kubeconfig(
+            self.access.token(OPERATOR_ACCOUNT, self.access.operator_pod()),
+            self.work / "operator.kubeconfig")
         self.operator_metrics_port = _free_port()
         self.operator = ManagedProcess("os-operator", [
             sys.executable, "-c", OPERATOR_SCRIPT,
-            "--kubeconfig", str(self.plane.kubeconfig_path),
+            "--kubeconfig", str(kubeconfig),
             "--no-leader-elect",
             "--bind-address", f"127.0.0.1:{self.operator_metrics_port}",
             "--resync", str(self.options.operator_resync),
         ], self.work / "logs" / "operator.log", env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     async def _start_nodes(self) -> None:
-        assert self.kubelet is not None
+        assert self.kubelet is not None and self.client is not None
+        access = self.access
+        assert access is not None
         settings = proxy_settings(self.options.time_scale)
-        config = self.plane.kube_config()
-        client: AsyncClient | None = None
-        for index in range(1, self.options.nodes + 1):
-            if client is None or (index - 1) % NODES_PER_CLIENT == 0:
-                client = self._counted(make_client(config, field_manager="os-proxy"), "proxy")
-            name = node_name(index)
-            self.nodes[name] = SimNode(
-                name, self.work / "nodes" / name, client, self.kubelet, settings=settings,
-                faults=self.options.faults.get(name), commit_window=self.options.commit_window,
-            )
+        names = [node_name(index) for index in range(1, self.options.nodes + 1)]
         gate = asyncio.Semaphore(16)
+
+        async def proxy_client(name: str) -> AsyncClient:
+            async with gate:
+                config = await asyncio.to_thread(access.proxy_config, name)
+            client = self._counted(make_client(config, field_manager="os-proxy"), "proxy")
+            on_response(client, self._refused(name))
+            return client
+
+        clients = await asyncio.gather(*(proxy_client(name) for name in names))
+        for name, client in zip(names, clients, strict=True):
+            self.nodes[name] = SimNode(
+                name, self.work / "nodes" / name, self.client, self.kubelet, settings=settings,
+                faults=self.options.faults.get(name), commit_window=self.options.commit_window,
+                proxy_client=client,
+            )
         ca_pem = self.images.ca_pem
 
         async def start(node: SimNode) -> None:
@@ -223,19 +253,32 @@ class Fleet:
     # -- health and figures ----------------------------------------------------------------
 
     def check_alive(self) -> None:
-        """Raise :class:`FleetError` if the control plane or the operator died."""
+        """Raise :class:`FleetError` if the control plane or the operator died, or if the API
+        server refused the operator or a proxy anything (a missing verb, a policy denial)."""
         self.plane.check_alive()
         if self.operator is not None and self.operator.returncode() is not None:
             raise FleetError(
                 f"os-operator exited with status {self.operator.returncode()}; last log lines:"
                 f"\n{self.operator.log_tail()}"
             )
+        if self.refusals:
+            raise FleetError(f"the API server refused a proxy: {'; '.join(self.refusals[:5])}")
+        refused = self._operator_metric(OPERATOR_REFUSED_METRIC)
+        if refused:
+            raise FleetError(f"the API server refused the operator {refused:.0f} time(s); "
+                             f"last log lines:\n{self.operator_log_tail()}")
 
     def operator_log_tail(self, lines: int = 40) -> str:
         return self.operator.log_tail(lines) if self.operator is not None else ""
 
     def operator_requests(self) -> float:
         """API requests the operator made so far (its own Prometheus counter)."""
+        return self._operator_metric(OPERATOR_REQUESTS_METRIC)
+
+    def _operator_metric(self, metric: str) -> float:
+        """The sum of one of the operator's counters over its labels; 0 when unreachable."""
+        if not self.operator_metrics_port:
+            return 0.0
         url = f"http://127.0.0.1:{self.operator_metrics_port}/metrics"
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
@@ -245,7 +288,7 @@ class Fleet:
             return 0.0
         total = 0.0
         for line in text.splitlines():
-            if line.split("{")[0].split(" ")[0] == OPERATOR_REQUESTS_METRIC:
+            if line.split("{")[0].split(" ")[0] == metric:
                 with contextlib.suppress(ValueError):
                     total += float(line.rsplit(" ", 1)[1])
         return total

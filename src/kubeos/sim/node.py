@@ -1,9 +1,10 @@
 """A simulated node: the real proxy and the real agent on a file-backed disk, with a kubelet.
 
 Everything a node runs in production runs here as a library in this process: the
-:class:`~kubeos.proxy.controller.ProxyController` (sharing one API client with a few other
-nodes), the agent behind its JSON-RPC socket (:mod:`kubeos.sim.machine`), and the kubelet's
-writes (:class:`~kubeos.sim.kubelet.KubeletStandIn`, shared by the fleet). A node can be told to
+:class:`~kubeos.proxy.controller.ProxyController` (with the API client it is given: in
+the simulator, its own ServiceAccount token), the agent behind its JSON-RPC socket
+(:mod:`kubeos.sim.machine`), and the kubelet's writes
+(:class:`~kubeos.sim.kubelet.KubeletStandIn`, shared by the fleet). A node can be told to
 fail in the three ways a rollout must survive: a bad image (checksum mismatch), a failed boot
 (the trial slot panics, GRUB falls back) and a slow drain (a pod whose PDB refuses eviction for
 a while).
@@ -62,6 +63,7 @@ class SimNode:
         settings: ProxySettings,
         faults: NodeFaults | None = None,
         commit_window: float = 120.0,
+        proxy_client: AsyncClient | None = None,
     ) -> None:
         self.name = name
         self.faults = faults or NodeFaults()
@@ -73,7 +75,10 @@ class SimNode:
                                  failed_boots=self.faults.failed_boots,
                                  lost_reboots=self.faults.lost_reboots),
         )
-        self.proxy = ProxyController(name, client, self.machine.client, settings=settings)
+        # the harness's client plays the kubelet and the workloads; the proxy has its own
+        # (the node's ServiceAccount token in the simulator)
+        self.proxy = ProxyController(name, proxy_client or client, self.machine.client,
+                                     settings=settings)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, version: str, ca_pem: bytes | None,
