@@ -14,6 +14,7 @@ exactly like a passing one.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import uuid
@@ -25,6 +26,7 @@ from lightkube import AsyncClient, Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
+from kubeos.kube.client import make_client, on_response
 from kubeos.sim.controlplane import ControlPlane
 from kubeos.sim.credentials import Access
 from kubeos.sim.envtest_assets import MissingBinariesError
@@ -72,6 +74,46 @@ def access(control_plane: ControlPlane, sync_client: Client) -> Access:
     access = Access(sync_client, server=control_plane.server_url, ca_pem=control_plane.ca_pem)
     access.install()
     return access
+
+
+class Deployed:
+    """API clients with the components' deployed credentials, for one test.
+
+    ``await deployed.proxy(node)``: the token of the proxy DaemonSet's pod on *node*;
+    ``await deployed.operator()``: the operator Deployment's pod's token. Both under the shipped
+    RBAC and node-scoping policy. Any 401/403 one of them gets fails the test at teardown.
+    """
+
+    def __init__(self, access: Access) -> None:
+        self._access = access
+        self.clients: list[AsyncClient] = []
+        self.refusals: list[str] = []
+
+    async def proxy(self, node: str) -> AsyncClient:
+        config = await asyncio.to_thread(self._access.proxy_config, node)
+        return self._track(make_client(config, field_manager="os-proxy"), node)
+
+    async def operator(self) -> AsyncClient:
+        config = await asyncio.to_thread(self._access.operator_config)
+        return self._track(make_client(config, field_manager="os-operator"), "operator")
+
+    def _track(self, client: AsyncClient, who: str) -> AsyncClient:
+        def record(code: int, method: str, path: str) -> None:
+            if code in (401, 403):
+                self.refusals.append(f"{who}: {code} {method} {path}")
+
+        on_response(client, record)
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+async def deployed(access: Access) -> AsyncIterator[Deployed]:
+    identities = Deployed(access)
+    yield identities
+    for client in identities.clients:
+        await client.close()
+    assert not identities.refusals, f"the API server refused: {identities.refusals}"
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from kubeos.operator.controller import Controller, OperatorConfig
 from kubeos.operator.metrics import Metrics
 from kubeos.sim.controlplane import ControlPlane
 from kubeos.sim.kubelet import KubeletStandIn
+from tests.conftest import Deployed
 
 from .standins import create_instance
 
@@ -42,8 +43,10 @@ class FakeClock:
 
 class Bed:
     def __init__(self, control_plane: ControlPlane, client: AsyncClient,
-                 kubelet: KubeletStandIn, namespace: str, unique: str) -> None:
+                 kubelet: KubeletStandIn, namespace: str, unique: str,
+                 deployed: Deployed) -> None:
         self.cp = control_plane
+        self.deployed = deployed
         self.client = client
         self.kubelet = kubelet
         self.ns = namespace
@@ -140,7 +143,8 @@ class Bed:
     async def operator(self, clock: Callable[[], datetime] | None = None,
                        resync: float = 0.3) -> AsyncIterator[Controller]:
         """Run the operator in this process, watching only this test's namespace."""
-        client = self.cp.async_client(field_manager="os-operator")
+        # the operator's deployed credentials (its ServiceAccount, the shipped RBAC)
+        client = await self.deployed.operator()
         recorder = EventRecorder(client, component="os-operator", min_update_interval=0.5)
         controller = Controller(
             client,

@@ -12,6 +12,7 @@ from lightkube import AsyncClient
 from kubeos.api import labels
 from kubeos.sim.controlplane import ControlPlane
 from kubeos.sim.kubelet import KubeletStandIn
+from tests.conftest import Deployed
 
 from .harness import Bed
 from .standins import create_instance, wait_for
@@ -25,8 +26,9 @@ V1 = {"version": "v1", "configs": []}
 
 @pytest.fixture
 async def bed(control_plane: ControlPlane, client: AsyncClient, kubelet: KubeletStandIn,
-              namespace: str, unique: str) -> AsyncIterator[Bed]:
-    yield Bed(control_plane, client, kubelet, namespace, unique)
+              namespace: str, unique: str, deployed: Deployed
+              ) -> AsyncIterator[Bed]:
+    yield Bed(control_plane, client, kubelet, namespace, unique, deployed)
 
 
 async def nodestatus(bed: Bed, node: str) -> str:

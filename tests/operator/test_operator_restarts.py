@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 from lightkube import AsyncClient
 
-from kubeos.sim.controlplane import ControlPlane, copy_kubeconfig
+from kubeos.sim.controlplane import ControlPlane
+from kubeos.sim.credentials import OPERATOR_ACCOUNT, SYSTEM_NAMESPACE, Access
 from kubeos.sim.kubelet import KubeletStandIn
+from tests.conftest import Deployed
 
 from .harness import Bed
 from .standins import InFlightWatcher, ProxyStandIn
@@ -34,17 +36,20 @@ MAX_UNAVAILABLE = 3
 
 @pytest.fixture
 async def bed(control_plane: ControlPlane, client: AsyncClient, kubelet: KubeletStandIn,
-              namespace: str, unique: str) -> AsyncIterator[Bed]:
-    yield Bed(control_plane, client, kubelet, namespace, unique)
+              namespace: str, unique: str, deployed: Deployed
+              ) -> AsyncIterator[Bed]:
+    yield Bed(control_plane, client, kubelet, namespace, unique, deployed)
 
 
-def start_operator(kubeconfig: Path, namespace: str, log: Path) -> subprocess.Popen[bytes]:
+def start_operator(kubeconfig: Path, namespace: str, log: Path, lease: str
+                   ) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "kubeos.operator.main",
              "--kubeconfig", str(kubeconfig),
              "--osinstance-namespace", namespace, "--watch-namespace", namespace,
-             "--leader-election-namespace", namespace,
+             # the shipped Role allows Leases in the operator's namespace only
+             "--leader-election-namespace", SYSTEM_NAMESPACE, "--leader-election-id", lease,
              "--lease-duration", "2", "--renew-deadline", "1.5", "--retry-period", "0.3",
              "--bind-address", "0", "--resync", "1"],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -53,9 +58,11 @@ def start_operator(kubeconfig: Path, namespace: str, log: Path) -> subprocess.Po
 
 @pytest.mark.parametrize("replicas", [1, 2])
 async def test_maxunavailable_holds_across_sigkill_restarts(
-        bed: Bed, tmp_path: Path, replicas: int) -> None:
+        bed: Bed, access: Access, tmp_path: Path, replicas: int) -> None:
     """With one replica each kill stops all work; with two, a standby takes the Lease over."""
-    kubeconfig = copy_kubeconfig(bed.cp, tmp_path / "kubeconfig")
+    kubeconfig = access.write_kubeconfig(
+        access.token(OPERATOR_ACCOUNT, access.operator_pod()), tmp_path / "kubeconfig")
+    lease = f"os-operator-{bed.unique}-{replicas}"
     log = tmp_path / "operator.log"
     nodes = await bed.add_nodes(NODES)
     await bed.create_os(maxunavailable=MAX_UNAVAILABLE)
@@ -66,7 +73,7 @@ async def test_maxunavailable_holds_across_sigkill_restarts(
                          per_node=0.3)
     async with InFlightWatcher(bed.client, namespace=bed.ns, selector=bed.sel) as watcher, \
             proxy:
-        processes = [start_operator(kubeconfig, bed.ns, log) for _ in range(replicas)]
+        processes = [start_operator(kubeconfig, bed.ns, log, lease) for _ in range(replicas)]
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 150
@@ -80,7 +87,7 @@ async def test_maxunavailable_holds_across_sigkill_restarts(
                     processes[victim].send_signal(signal.SIGKILL)
                     processes[victim].wait()
                     restarts += 1
-                    processes[victim] = start_operator(kubeconfig, bed.ns, log)
+                    processes[victim] = start_operator(kubeconfig, bed.ns, log, lease)
         finally:
             for process in processes:
                 process.terminate()
@@ -91,3 +98,4 @@ async def test_maxunavailable_holds_across_sigkill_restarts(
     assert restarts >= (5 if replicas == 1 else 3), f"only {restarts} restarts happened"
     assert max(counts) <= MAX_UNAVAILABLE, f"in-flight peaked at {max(counts)}"
     assert max(counts) == MAX_UNAVAILABLE, "the budget was used"
+    assert "forbidden" not in log.read_text().lower(), "the API server refused the operator"

@@ -16,6 +16,7 @@ from kubeos.api import labels
 from kubeos.kube.resources import OSInstanceResource, OSResource
 from kubeos.sim.controlplane import ControlPlane
 from kubeos.sim.kubelet import KubeletStandIn
+from tests.conftest import Deployed
 
 from .harness import Bed, FakeClock
 from .standins import InFlightWatcher, ProxyStandIn, wait_for
@@ -25,8 +26,9 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture
 async def bed(control_plane: ControlPlane, client: AsyncClient, kubelet: KubeletStandIn,
-              namespace: str, unique: str) -> AsyncIterator[Bed]:
-    yield Bed(control_plane, client, kubelet, namespace, unique)
+              namespace: str, unique: str, deployed: Deployed
+              ) -> AsyncIterator[Bed]:
+    yield Bed(control_plane, client, kubelet, namespace, unique, deployed)
 
 
 def proxy(bed: Bed, per_node: float = 0.2, fail: set[str] | None = None,

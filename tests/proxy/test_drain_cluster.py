@@ -15,6 +15,7 @@ from kubeos.api import labels
 from kubeos.proxy.controller import ProxyController
 from kubeos.proxy.drain import DrainSettings, drain_node
 from kubeos.sim.kubelet import KubeletStandIn
+from tests.conftest import Deployed
 from tests.proxy.conftest import (
     AgentHost,
     Operator,
@@ -54,6 +55,7 @@ async def settled(client: AsyncClient, ns: str, node: str, expected: int) -> Non
 
 
 async def test_reference_drain_without_evictpodforce_is_refused_and_evicts_nothing(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, unique: str,
 ) -> None:
     node = f"d-{unique}"
@@ -61,7 +63,8 @@ async def test_reference_drain_without_evictpodforce_is_refused_and_evicts_nothi
     await reference_workloads(client, namespace, node)
     await settled(client, namespace, node, 6)
     before = set(await pods_on(client, namespace, node))
-    result = await drain_node(client, node, force=False, timeout=20, settings=SETTINGS)
+    result = await drain_node(await deployed.proxy(node), node, force=False, timeout=20,
+                              settings=SETTINGS)
     assert result.refused and not result.finished
     assert f"{namespace}/bare: has no controller" in result.message
     assert f"{namespace}/cache-pod: uses emptyDir volume(s) scratch" in result.message
@@ -70,6 +73,7 @@ async def test_reference_drain_without_evictpodforce_is_refused_and_evicts_nothi
 
 
 async def test_reference_drain_with_evictpodforce_keeps_the_pdb_and_leaves_daemonsets(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, unique: str,
 ) -> None:
     node, spare = f"d-{unique}", f"s-{unique}"
@@ -89,7 +93,8 @@ async def test_reference_drain_with_evictpodforce_keeps_the_pdb_and_leaves_daemo
     watcher = asyncio.create_task(watch_web())
     async with rs.running():
         started = time.monotonic()
-        result = await drain_node(client, node, force=True, timeout=60, settings=SETTINGS)
+        result = await drain_node(await deployed.proxy(node), node, force=True, timeout=60,
+                                  settings=SETTINGS)
         elapsed = time.monotonic() - started
     watcher.cancel()
     assert result.finished, result.message
@@ -103,6 +108,7 @@ async def test_reference_drain_with_evictpodforce_keeps_the_pdb_and_leaves_daemo
 
 
 async def test_pdb_that_never_allows_eviction_ends_in_drain_blocked(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, operator: Operator, host_factory, payload: Payload,
     unique: str,
 ) -> None:
@@ -123,7 +129,8 @@ async def test_pdb_that_never_allows_eviction_ends_in_drain_blocked(
         osversion="KubeOS 2.0.0", opstype="upgrade", imagetype="disk", imageurl=payload.url,
         checksum=payload.checksum, cacert="ca.crt", draintimeout=5,
     )
-    proxy = ProxyController(host.name, client, host.client, settings=proxy_settings(namespace))
+    proxy = ProxyController(host.name, await deployed.proxy(host.name), host.client,
+                            settings=proxy_settings(namespace))
     async with running_proxy(proxy):
         await eventually(lambda: operator.maybe_osi(host.name))
         await operator.assign(host.name)

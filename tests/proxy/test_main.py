@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeos.sim.controlplane import ControlPlane
+from kubeos.sim.credentials import PROXY_ACCOUNT, Access
 from kubeos.sim.kubelet import KubeletStandIn
 from tests.proxy.conftest import Operator, eventually
 
@@ -21,15 +21,17 @@ pytestmark = pytest.mark.cluster
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_os_proxy_command_creates_its_osinstance_and_stops_cleanly(
-    control_plane: ControlPlane, kubelet: KubeletStandIn, operator: Operator, namespace: str,
+    access: Access, kubelet: KubeletStandIn, operator: Operator, namespace: str,
     unique: str, tmp_path: Path, stop: signal.Signals,
 ) -> None:
     node = f"m-{unique}"
     await kubelet.add_node(node)
     env = {**os.environ, "NODE_NAME": node}
+    kubeconfig = access.write_kubeconfig(
+        access.token(PROXY_ACCOUNT, access.proxy_pod(node)), tmp_path / "kubeconfig")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubeos.proxy.main", "--kubeconfig",
-         str(control_plane.kubeconfig_path), "--namespace", namespace,
+         str(kubeconfig), "--namespace", namespace,
          "--agent-socket", str(tmp_path / "absent.sock"), "--agent-connect-timeout", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -54,3 +56,4 @@ async def test_os_proxy_command_creates_its_osinstance_and_stops_cleanly(
             out, _ = proc.communicate()
     assert proc.returncode == 0, out
     assert "created OSInstance" in out
+    assert "forbidden" not in out.lower(), out

@@ -30,6 +30,7 @@ from kubeos.agent.messages import SlotStatus
 from kubeos.api import labels
 from kubeos.proxy.controller import ProxyController
 from kubeos.sim.kubelet import KubeletStandIn
+from tests.conftest import Deployed
 from tests.proxy.conftest import Operator, eventually, proxy_settings, running_proxy
 
 pytestmark = pytest.mark.cluster
@@ -91,12 +92,14 @@ def sysconfigs(version: str, *models: str) -> dict[str, Any]:
 
 
 async def setup(
-    client: AsyncClient, namespace: str, kubelet: KubeletStandIn, unique: str,
+    client: AsyncClient, deployed: Deployed, namespace: str, kubelet: KubeletStandIn,
+    unique: str,
     agent: Any, *, image: str = OLD,
 ) -> tuple[str, ProxyController]:
     name = f"r-{unique}"
     await kubelet.add_node(name, os_image=image)
-    proxy = ProxyController(name, client, lambda: agent, settings=proxy_settings(namespace))
+    proxy = ProxyController(name, await deployed.proxy(name), lambda: agent,
+                            settings=proxy_settings(namespace))
     return name, proxy
 
 
@@ -111,10 +114,11 @@ async def osi_where(operator: Operator, node: str, check: Any) -> Any:
 
 
 async def test_creates_its_osinstance(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, operator: Operator,
     unique: str,
 ) -> None:
-    node, proxy = await setup(client, namespace, kubelet, unique, ScriptedAgent())
+    node, proxy = await setup(client, deployed, namespace, kubelet, unique, ScriptedAgent())
     async with running_proxy(proxy):
         osi = await osi_where(operator, node, lambda o: o.status is not None)
     assert osi.metadata.labels[labels.LABEL_OSINSTANCE_NODE] == node
@@ -123,11 +127,12 @@ async def test_creates_its_osinstance(
 
 
 async def test_upgrade_applies_upgradeconfigs_stages_then_cordons_and_drains(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, operator: Operator,
     unique: str,
 ) -> None:
     agent = ScriptedAgent()
-    node, proxy = await setup(client, namespace, kubelet, unique, agent)
+    node, proxy = await setup(client, deployed, namespace, kubelet, unique, agent)
     up = sysconfigs("u1")
     await operator.create_os(osversion=NEW, opstype="upgrade", imagetype="disk",
                              imageurl="https://h/k.tar", upgradeconfigs=up)
@@ -145,11 +150,12 @@ async def test_upgrade_applies_upgradeconfigs_stages_then_cordons_and_drains(
 
 
 async def test_config_on_a_node_at_another_version_fails_once(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, operator: Operator,
     unique: str,
 ) -> None:
     agent = ScriptedAgent()
-    node, proxy = await setup(client, namespace, kubelet, unique, agent)
+    node, proxy = await setup(client, deployed, namespace, kubelet, unique, agent)
     sc = sysconfigs("s2")
     await operator.create_os(osversion=NEW, opstype="config", sysconfigs=sc)
     async with running_proxy(proxy):
@@ -163,10 +169,11 @@ async def test_config_on_a_node_at_another_version_fails_once(
 
 
 async def test_upgradeconfigs_changed_releases_the_node(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, operator: Operator,
     unique: str,
 ) -> None:
-    node, proxy = await setup(client, namespace, kubelet, unique, ScriptedAgent())
+    node, proxy = await setup(client, deployed, namespace, kubelet, unique, ScriptedAgent())
     await operator.create_os(osversion=NEW, opstype="upgrade", imagetype="disk",
                              imageurl="https://h/k.tar", upgradeconfigs=sysconfigs("u2"))
     async with running_proxy(proxy):
@@ -184,10 +191,11 @@ async def test_upgradeconfigs_changed_releases_the_node(
 
 
 async def test_idle_node_with_a_label_loses_the_label_but_keeps_an_admin_cordon(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, operator: Operator,
     unique: str,
 ) -> None:
-    node, proxy = await setup(client, namespace, kubelet, unique, ScriptedAgent())
+    node, proxy = await setup(client, deployed, namespace, kubelet, unique, ScriptedAgent())
     await client.patch(Node, node, {"metadata": {"labels": {labels.LABEL_UPGRADING: ""}},
                                     "spec": {"unschedulable": True}},
                        patch_type=PatchType.MERGE)
@@ -203,11 +211,12 @@ async def test_idle_node_with_a_label_loses_the_label_but_keeps_an_admin_cordon(
 
 
 async def test_config_applies_sysconfigs_then_goes_idle(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, operator: Operator,
     unique: str,
 ) -> None:
     agent = ScriptedAgent()
-    node, proxy = await setup(client, namespace, kubelet, unique, agent, image=NEW)
+    node, proxy = await setup(client, deployed, namespace, kubelet, unique, agent, image=NEW)
     sc = sysconfigs("s2")
     await operator.create_os(osversion=NEW, opstype="config", sysconfigs=sc)
     async with running_proxy(proxy):
@@ -228,11 +237,12 @@ async def test_config_applies_sysconfigs_then_goes_idle(
 
 
 async def test_sysconfigs_changed_during_config_releases_for_reassignment(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, operator: Operator,
     unique: str,
 ) -> None:
     agent = ScriptedAgent()
-    node, proxy = await setup(client, namespace, kubelet, unique, agent, image=NEW)
+    node, proxy = await setup(client, deployed, namespace, kubelet, unique, agent, image=NEW)
     await operator.create_os(osversion=NEW, opstype="config", sysconfigs=sysconfigs("s3"))
     async with running_proxy(proxy):
         await osi_where(operator, node, lambda o: True)
@@ -242,11 +252,12 @@ async def test_sysconfigs_changed_during_config_releases_for_reassignment(
 
 
 async def test_sysconfigs_changed_during_upgrade_are_copied_with_the_grub_swap(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, operator: Operator,
     unique: str,
 ) -> None:
     agent = ScriptedAgent()
-    node, proxy = await setup(client, namespace, kubelet, unique, agent, image=NEW)
+    node, proxy = await setup(client, deployed, namespace, kubelet, unique, agent, image=NEW)
     await operator.create_os(
         osversion=NEW, opstype="upgrade", imagetype="disk", imageurl="https://h/k.tar",
         sysconfigs=sysconfigs("s2", "grub.cmdline.current", "grub.cmdline.next"),
@@ -265,11 +276,12 @@ async def test_sysconfigs_changed_during_upgrade_are_copied_with_the_grub_swap(
 
 
 async def test_rollback_cordons_drains_and_asks_for_the_other_slot(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, operator: Operator,
     unique: str,
 ) -> None:
     agent = ScriptedAgent(versions={"A": "2.0.0", "B": "1.0.0"})
-    node, proxy = await setup(client, namespace, kubelet, unique, agent, image=NEW)
+    node, proxy = await setup(client, deployed, namespace, kubelet, unique, agent, image=NEW)
     await operator.create_os(osversion=OLD, opstype="rollback")
     async with running_proxy(proxy):
         await osi_where(operator, node, lambda o: True)
@@ -280,11 +292,12 @@ async def test_rollback_cordons_drains_and_asks_for_the_other_slot(
 
 
 async def test_unreachable_agent_is_a_condition_not_a_crash(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, kubelet: KubeletStandIn, operator: Operator,
     unique: str, tmp_path: Path,
 ) -> None:
     missing = AsyncAgentClient(tmp_path / "nobody.sock", connect_timeout=1, call_timeout=1)
-    node, proxy = await setup(client, namespace, kubelet, unique, missing)
+    node, proxy = await setup(client, deployed, namespace, kubelet, unique, missing)
     await operator.create_os(osversion=NEW, opstype="upgrade", imagetype="disk",
                              imageurl="https://h/k.tar")
     async with running_proxy(proxy) as task:

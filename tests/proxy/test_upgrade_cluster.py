@@ -12,6 +12,7 @@ from lightkube.types import PatchType
 from kubeos.api import labels
 from kubeos.proxy.controller import ProxyController
 from kubeos.proxy.state import Timing
+from tests.conftest import Deployed
 from tests.proxy.conftest import (
     AgentHost,
     Operator,
@@ -42,12 +43,13 @@ async def finished(operator: Operator, node: str, phase: str = "Succeeded") -> o
 
 
 async def test_upgrade_with_real_agent(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, operator: Operator, host_factory, payload: Payload,
     unique: str,
 ) -> None:
     host: AgentHost = await host_factory(f"n-{unique}")
     await operator.create_os(**upgrade_spec(payload))
-    proxy = ProxyController(host.name, client, host.client,
+    proxy = ProxyController(host.name, await deployed.proxy(host.name), host.client,
                             settings=proxy_settings(namespace))
     async with running_proxy(proxy):
         await eventually(lambda: operator.maybe_osi(host.name))
@@ -73,6 +75,7 @@ class Crash(BaseException):
 
 
 async def test_killed_at_every_step_resumes_without_second_download_or_reboot(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, operator: Operator, host_factory, payload: Payload,
     unique: str,
 ) -> None:
@@ -89,8 +92,10 @@ async def test_killed_at_every_step_resumes_without_second_download_or_reboot(
             crashes.append(name)
             raise Crash(name)
 
+    proxy_client = await deployed.proxy(host.name)
+
     def new_proxy() -> ProxyController:
-        return ProxyController(host.name, client, host.client,
+        return ProxyController(host.name, proxy_client, host.client,
                                settings=proxy_settings(namespace), checkpoint=checkpoint)
 
     proxy = new_proxy()
@@ -134,6 +139,7 @@ async def test_killed_at_every_step_resumes_without_second_download_or_reboot(
 
 
 async def test_admin_cordoned_node_stays_cordoned(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, operator: Operator, host_factory, payload: Payload,
     unique: str,
 ) -> None:
@@ -141,7 +147,8 @@ async def test_admin_cordoned_node_stays_cordoned(
     await client.patch(type(await operator.node(host.name)), host.name,
                        {"spec": {"unschedulable": True}}, patch_type=_merge())
     await operator.create_os(**upgrade_spec(payload))
-    proxy = ProxyController(host.name, client, host.client, settings=proxy_settings(namespace))
+    proxy = ProxyController(host.name, await deployed.proxy(host.name), host.client,
+                            settings=proxy_settings(namespace))
     async with running_proxy(proxy):
         await eventually(lambda: operator.maybe_osi(host.name))
         await operator.assign(host.name)
@@ -154,13 +161,15 @@ async def test_admin_cordoned_node_stays_cordoned(
 
 
 async def test_trial_boot_that_falls_back_is_failed_not_retried(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, operator: Operator, host_factory, payload: Payload,
     unique: str,
 ) -> None:
     host: AgentHost = await host_factory(f"n-{unique}")
     host.fail_next_trial = True
     await operator.create_os(**upgrade_spec(payload))
-    proxy = ProxyController(host.name, client, host.client, settings=proxy_settings(namespace))
+    proxy = ProxyController(host.name, await deployed.proxy(host.name), host.client,
+                            settings=proxy_settings(namespace))
     async with running_proxy(proxy):
         await eventually(lambda: operator.maybe_osi(host.name))
         await operator.assign(host.name)
@@ -176,13 +185,14 @@ async def test_trial_boot_that_falls_back_is_failed_not_retried(
 
 
 async def test_health_window_failure_is_reported_and_not_committed(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, operator: Operator, host_factory, payload: Payload,
     unique: str, kubelet,
 ) -> None:
     host: AgentHost = await host_factory(f"n-{unique}")
     await operator.create_os(**upgrade_spec(payload))
     timing = Timing(health_window=30.0, reboot_timeout=60.0, reissue_after=10.0, poll=0.5)
-    proxy = ProxyController(host.name, client, host.client,
+    proxy = ProxyController(host.name, await deployed.proxy(host.name), host.client,
                             settings=proxy_settings(namespace, timing=timing))
     async with running_proxy(proxy):
         await eventually(lambda: operator.maybe_osi(host.name))
@@ -213,6 +223,7 @@ def _merge() -> object:
 
 
 async def test_killed_during_the_download_waits_for_it_instead_of_downloading_again(
+    deployed: Deployed,
     client: AsyncClient, namespace: str, operator: Operator, host_factory, tmp_path,
     pki, unique: str,
 ) -> None:
@@ -225,7 +236,7 @@ async def test_killed_during_the_download_waits_for_it_instead_of_downloading_ag
         srv.routes["/kubeos.tar"] = Route(file=tar, delay_per_mib=0.5)
         slow = Payload(srv, tar, "2.0.0")
         await operator.create_os(**upgrade_spec(slow))
-        first = ProxyController(host.name, client, host.client,
+        first = ProxyController(host.name, await deployed.proxy(host.name), host.client,
                                 settings=proxy_settings(namespace))
         async with running_proxy(first):
             await eventually(lambda: operator.maybe_osi(host.name))
@@ -236,7 +247,7 @@ async def test_killed_during_the_download_waits_for_it_instead_of_downloading_ag
 
             await eventually(downloading, timeout=60, interval=0.05)
         # the first proxy is gone mid-download; the agent goes on
-        second = ProxyController(host.name, client, host.client,
+        second = ProxyController(host.name, await deployed.proxy(host.name), host.client,
                                  settings=proxy_settings(namespace))
         async with running_proxy(second):
             await eventually(lambda: finished(operator, host.name), timeout=120)
