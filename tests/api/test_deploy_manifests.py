@@ -118,3 +118,22 @@ def test_roles_are_separate_and_least_privilege(rendered: list[dict[str, Any]]) 
         if b["kind"] == "ClusterRoleBinding"
     }
     assert bindings == {"kubeos-operator": "kubeos-operator", "kubeos-proxy": "kubeos-proxy"}
+
+
+def test_node_evictions_variant_drains_as_the_node_and_drops_pod_rights() -> None:
+    kubectl = shutil.which("kubectl")
+    assert kubectl
+    out = subprocess.run([kubectl, "kustomize", str(ROOT / "config" / "node-evictions")],
+                         check=True, capture_output=True, text=True).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    proxy = _rules(docs, "kubeos-proxy")
+    assert not any(k.startswith("/pods") for k in proxy), proxy
+    assert proxy["policy/poddisruptionbudgets"] == {"list"}
+    pod = _one(docs, "DaemonSet")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == ["--eviction-kubeconfig=/etc/kubernetes/kubelet.conf"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for path in ("/etc/kubernetes/kubelet.conf", "/var/lib/kubelet/pki"):
+        assert mounts[path]["readOnly"] is True
+        assert volumes[mounts[path]["name"]]["hostPath"]["path"] == path

@@ -23,6 +23,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Node, Pod, Secret
 from lightkube.types import PatchType
 
+from kubeos.sim.controlplane import ControlPlane
 from kubeos.sim.credentials import OPERATOR_ACCOUNT, PROXY_ACCOUNT, SYSTEM_NAMESPACE, Access
 from tests.cluster.resources import OS, OSInstance
 
@@ -159,15 +160,32 @@ def test_proxy_writes_no_os_objects_and_deletes_no_pods(
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "an Eviction carries only the pod's name and the API server admits it before reading "
-    "the pod, so no admission policy can see the pod's node (docs/security.md); RBAC and "
-    "PodDisruptionBudgets are what bound a proxy's evictions"))
+    "with its ServiceAccount alone: an Eviction carries only the pod's name and the API server "
+    "admits it before reading the pod, so no admission policy can see the pod's node; "
+    "config/components/node-evictions closes this (next test); docs/security.md"))
 def test_proxy_cannot_evict_a_pod_of_another_node(
     proxy_x: Client, namespace: str, two_nodes: tuple[str, str],
 ) -> None:
     _, y = two_nodes
     _refused(proxy_x.create, _eviction(f"app-{y}", namespace), f"app-{y}",
         namespace=namespace)
+
+
+def test_draining_as_the_node_evicts_only_its_own_pods(
+    control_plane: ControlPlane, namespace: str, two_nodes: tuple[str, str],
+) -> None:
+    """config/components/node-evictions: the kubelet's identity, scoped by NodeRestriction."""
+    x, y = two_nodes
+    node_x = Client(config=control_plane.node_kube_config(x), trust_env=False)
+    try:
+        pods = list(node_x.list(Pod, namespace="*", fields={"spec.nodeName": x}))
+        assert f"app-{x}" in {p.metadata.name for p in pods if p.metadata}
+        _refused(node_x.create, _eviction(f"app-{y}", namespace), f"app-{y}",
+                 namespace=namespace, text="can only evict pods with spec.nodeName set to itself")
+        _refused(lambda: list(node_x.list(Pod, namespace="*", fields={"spec.nodeName": y})))
+        node_x.create(_eviction(f"app-{x}", namespace), f"app-{x}", namespace=namespace)
+    finally:
+        node_x.close()
 
 
 def test_a_proxy_token_without_a_node_claim_writes_nothing(

@@ -12,8 +12,10 @@ from lightkube.resources.core_v1 import Event
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from kubeos.api import labels
+from kubeos.kube.client import make_client
 from kubeos.proxy.controller import ProxyController
 from kubeos.proxy.drain import DrainSettings, drain_node
+from kubeos.sim.controlplane import ControlPlane
 from kubeos.sim.kubelet import KubeletStandIn
 from tests.conftest import Deployed
 from tests.proxy.conftest import (
@@ -72,10 +74,13 @@ async def test_reference_drain_without_evictpodforce_is_refused_and_evicts_nothi
     assert set(await pods_on(client, namespace, node)) == before
 
 
+@pytest.mark.parametrize("as_node", [False, True], ids=["serviceaccount", "node-identity"])
 async def test_reference_drain_with_evictpodforce_keeps_the_pdb_and_leaves_daemonsets(
-    deployed: Deployed,
-    client: AsyncClient, namespace: str, kubelet: KubeletStandIn, unique: str,
+    deployed: Deployed, control_plane: ControlPlane,
+    client: AsyncClient, namespace: str, kubelet: KubeletStandIn, unique: str, as_node: bool,
 ) -> None:
+    """With ``as_node`` the pods are listed and evicted with the kubelet's identity
+    (config/components/node-evictions), as ``os-proxy --eviction-kubeconfig`` does."""
     node, spare = f"d-{unique}", f"s-{unique}"
     await kubelet.add_node(node)
     await kubelet.add_node(spare)
@@ -93,8 +98,14 @@ async def test_reference_drain_with_evictpodforce_keeps_the_pdb_and_leaves_daemo
     watcher = asyncio.create_task(watch_web())
     async with rs.running():
         started = time.monotonic()
-        result = await drain_node(await deployed.proxy(node), node, force=True, timeout=60,
-                                  settings=SETTINGS)
+        evictor = (make_client(control_plane.node_kube_config(node), field_manager="os-proxy")
+                   if as_node else None)
+        try:
+            result = await drain_node(await deployed.proxy(node), node, force=True,
+                                      timeout=60, settings=SETTINGS, evictor=evictor)
+        finally:
+            if evictor is not None:
+                await evictor.close()
         elapsed = time.monotonic() - started
     watcher.cancel()
     assert result.finished, result.message

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from kubeos.sim.controlplane import ControlPlane
 from kubeos.sim.credentials import PROXY_ACCOUNT, Access
 from kubeos.sim.kubelet import KubeletStandIn
 from tests.proxy.conftest import Operator, eventually
@@ -21,7 +23,8 @@ pytestmark = pytest.mark.cluster
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_os_proxy_command_creates_its_osinstance_and_stops_cleanly(
-    access: Access, kubelet: KubeletStandIn, operator: Operator, namespace: str,
+    access: Access, control_plane: ControlPlane,
+    kubelet: KubeletStandIn, operator: Operator, namespace: str,
     unique: str, tmp_path: Path, stop: signal.Signals,
 ) -> None:
     node = f"m-{unique}"
@@ -29,9 +32,11 @@ async def test_os_proxy_command_creates_its_osinstance_and_stops_cleanly(
     env = {**os.environ, "NODE_NAME": node}
     kubeconfig = access.write_kubeconfig(
         access.token(PROXY_ACCOUNT, access.proxy_pod(node)), tmp_path / "kubeconfig")
+    kubelet_conf = tmp_path / "kubelet.conf"  # --eviction-kubeconfig: the node's identity
+    kubelet_conf.write_text(yaml.safe_dump(control_plane.node_kubeconfig(node)))
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubeos.proxy.main", "--kubeconfig",
-         str(kubeconfig), "--namespace", namespace,
+         str(kubeconfig), "--namespace", namespace, "--eviction-kubeconfig", str(kubelet_conf),
          "--agent-socket", str(tmp_path / "absent.sock"), "--agent-connect-timeout", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

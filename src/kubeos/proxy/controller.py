@@ -78,9 +78,11 @@ class ProxyController:
         events: EventRecorder | None = None,
         checkpoint: Checkpoint | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        evictor: AsyncClient | None = None,
     ) -> None:
         self.node_name = node_name
         self._client = client
+        self.evictor = evictor  # drains with this client if set (see drain.drain_node)
         self._agent_factory = agent_client_factory
         self.settings = settings or ProxySettings()
         self._own_events = events is None
@@ -468,6 +470,7 @@ class _Pass:
         result = await drain_node(
             self.client, self.owner.node_name, force=self.bound.spec.evictpodforce,
             timeout=timeout, settings=self.owner.settings.drain, notify=notify,
+            evictor=self.owner.evictor,
         )
         if result.finished:
             await self.enter("Upgrading", result.message)

@@ -84,16 +84,19 @@ async def list_node_pods(client: AsyncClient, node_name: str) -> list[Pod]:
     ]
 
 
-async def _still_there(client: AsyncClient, decision: PodDecision) -> bool:
+async def _still_there(client: AsyncClient, decision: PodDecision, node_name: str) -> bool:
+    """True while the pod (same UID) is still bound to this node.
+
+    A list scoped by ``spec.nodeName`` rather than a GET: the kubelet's identity (see
+    *evictor* in :func:`drain_node`) may list its node's pods, but a GET of a pod that is gone
+    is refused (403, no relationship to the node) instead of answered with 404.
+    """
     ref = decision.pod
-    try:
-        pod = await client.get(Pod, ref.name, namespace=ref.namespace)
-    except ApiError as error:
-        if error.status.code == 404:
-            return False
-        raise
-    uid = pod.metadata.uid if pod.metadata is not None else None
-    return uid == ref.uid
+    async for pod in client.list(Pod, namespace=ref.namespace,
+                                 fields={"spec.nodeName": node_name, "metadata.name": ref.name}):
+        if pod.metadata is not None and pod.metadata.uid == ref.uid:
+            return True
+    return False
 
 
 def _backoff(settings: DrainSettings, attempt: int) -> float:
@@ -103,6 +106,7 @@ def _backoff(settings: DrainSettings, attempt: int) -> float:
 
 async def _evict_and_wait(
     client: AsyncClient,
+    node_name: str,
     decision: PodDecision,
     settings: DrainSettings,
     limit: asyncio.Semaphore,
@@ -136,7 +140,7 @@ async def _evict_and_wait(
                 tracker.errors[key] = f"eviction refused ({code}): {error.status.message}"
             attempt += 1
             await asyncio.sleep(_backoff(settings, attempt))
-    while await _still_there(client, decision):
+    while await _still_there(client, decision, node_name):
         await asyncio.sleep(settings.poll_interval)
     tracker.gone.add(key)
 
@@ -169,14 +173,21 @@ async def drain_node(
     timeout: float | None,
     settings: DrainSettings | None = None,
     notify: Notify | None = None,
+    evictor: AsyncClient | None = None,
 ) -> DrainResult:
     """Evict what the policy allows and wait for it to go, for at most *timeout* seconds.
 
     Returns without evicting anything when the policy refuses a pod (``refused``), so a node is
     never half-drained for a drain that cannot finish.
+
+    *evictor*, when given, lists, reads and evicts the pods instead of *client*: the node's own
+    (kubelet) identity, which the API server lets evict only pods bound to this node
+    (NodeRestriction). PodDisruptionBudgets are still read with *client*.
     """
     settings = settings or DrainSettings()
     started = time.monotonic()
+    budgets_client = client
+    client = evictor or client
     plan = plan_drain(await list_node_pods(client, node_name), force=force)
     result = DrainResult(plan=plan)
     if plan.blocked:
@@ -188,9 +199,9 @@ async def drain_node(
     waiting: Sequence[PodDecision] = plan.to_wait_for
     tasks = [
         asyncio.create_task(
-            _evict_and_wait(client, d, settings, limit, tracker, notify)
+            _evict_and_wait(client, node_name, d, settings, limit, tracker, notify)
             if d in plan.to_evict
-            else _wait_only(client, d, settings, tracker),
+            else _wait_only(client, node_name, d, settings, tracker),
             name=f"drain {d.pod}",
         )
         for d in waiting
@@ -202,7 +213,7 @@ async def drain_node(
         result.finished = True
     except TimeoutError:
         remaining = [d for d in waiting if str(d.pod) not in tracker.gone]
-        budgets = await _budgets(client, {d.pod.namespace for d in remaining})
+        budgets = await _budgets(budgets_client, {d.pod.namespace for d in remaining})
         result.blockage = blockage(remaining, budgets, tracker.errors)
         result.message = result.blockage.message(float(timeout or 0))
     finally:
@@ -222,8 +233,9 @@ async def drain_node(
 
 
 async def _wait_only(
-    client: AsyncClient, decision: PodDecision, settings: DrainSettings, tracker: _Tracker
+    client: AsyncClient, node_name: str, decision: PodDecision, settings: DrainSettings,
+    tracker: _Tracker,
 ) -> None:
-    while await _still_there(client, decision):
+    while await _still_there(client, decision, node_name):
         await asyncio.sleep(settings.poll_interval)
     tracker.gone.add(str(decision.pod))

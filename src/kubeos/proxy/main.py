@@ -42,6 +42,11 @@ from kubeos.proxy.state import Timing
 @click.option("--reboot-timeout", type=float, default=900.0, show_default=True,
               help="Seconds from the reboot request until the node must be Ready again.")
 @click.option("--drain-concurrency", type=int, default=5, show_default=True)
+@click.option("--eviction-kubeconfig", envvar="EVICTION_KUBECONFIG", default=None,
+              help="Kubeconfig of this node's kubelet (e.g. /etc/kubernetes/kubelet.conf). "
+                   "Pods are then listed and evicted as the node itself, and the API server "
+                   "(NodeRestriction) refuses evictions of pods on other nodes; "
+                   "docs/security.md.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(
     node_name: str,
@@ -54,6 +59,7 @@ def main(
     health_window: float,
     reboot_timeout: float,
     drain_concurrency: int,
+    eviction_kubeconfig: str | None,
     verbose: bool,
 ) -> None:
     """Drive this node's upgrades, rollbacks and configuration through its os-agent."""
@@ -86,12 +92,17 @@ def main(
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, main_task.cancel)
         client = make_client(load_config(kubeconfig), field_manager=COMPONENT)
+        evictor = (make_client(load_config(eviction_kubeconfig),
+                               field_manager=COMPONENT) if eviction_kubeconfig else None)
         try:
-            await ProxyController(node_name, client, agent, settings=settings).run()
+            await ProxyController(node_name, client, agent, settings=settings,
+                                  evictor=evictor).run()
         except asyncio.CancelledError:
             logging.getLogger(__name__).info("stopping on request")
         finally:
             await client.close()
+            if evictor is not None:
+                await evictor.close()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())

@@ -40,7 +40,7 @@ from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 
 from kubeos.sim.envtest_assets import EnvtestAssets, find_assets
-from kubeos.sim.pki import ControlPlanePki, create_pki
+from kubeos.sim.pki import ControlPlanePki, create_pki, node_client_cert
 from kubeos.sim.processes import ManagedProcess
 
 FIELD_MANAGER = "kubeos-sim"
@@ -191,6 +191,26 @@ class ControlPlane:
         """The admin kubeconfig, loaded for lightkube."""
         return KubeConfig.from_file(self.kubeconfig_path)
 
+    def node_kubeconfig(self, node: str) -> dict[str, Any]:
+        """The kubeconfig document of *node*'s kubelet: a client certificate for
+        ``system:node:<node>`` (written once per node into the work dir)."""
+        if self._pki is None:
+            raise ControlPlaneError("the control plane is not running")
+        pair = node_client_cert(self.work_dir / "pki" / "nodes", self._pki.ca, node)
+        return {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "kubeos-sim", "cluster": {
+                "server": self.server_url, "certificate-authority": str(self._pki.ca.cert)}}],
+            "users": [{"name": node, "user": {
+                "client-certificate": str(pair.cert), "client-key": str(pair.key)}}],
+            "contexts": [{"name": node, "context": {"cluster": "kubeos-sim", "user": node}}],
+            "current-context": node,
+        }
+
+    def node_kube_config(self, node: str) -> KubeConfig:
+        """:meth:`node_kubeconfig`, loaded for lightkube."""
+        return KubeConfig.from_dict(self.node_kubeconfig(node))
+
     def client(self, *, field_manager: str = FIELD_MANAGER, namespace: str | None = None
                ) -> Client:
         """A synchronous lightkube client as the admin user.
@@ -302,7 +322,10 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki.service_account_key}",
             f"--service-account-issuer=https://127.0.0.1:{api_port}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--authorization-mode=RBAC",
+            # as kubeadm sets them: kubelets (and a proxy draining with its kubelet's
+            # identity) are scoped to their own node by the API server
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
             "--allow-privileged=true",
             # No serviceaccount controller runs, so pods must not wait for a default SA.
             "--disable-admission-plugins=ServiceAccount",

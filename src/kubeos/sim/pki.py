@@ -168,3 +168,15 @@ def create_pki(directory: Path, service_ip: str = "10.0.0.1") -> ControlPlanePki
         ca=ca, apiserver=apiserver, admin=admin,
         service_account_key=sa_key_path, service_account_pub=sa_pub_path,
     )
+
+
+def node_client_cert(directory: Path, ca: CertPair, node: str) -> CertPair:
+    """A kubelet's client certificate for *node* (``system:node:<node>`` in ``system:nodes``),
+    signed by the control plane's CA: the identity the Node authorizer and NodeRestriction
+    scope to that node, as kubeadm's kubelet client certificates are."""
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_name = x509.load_pem_x509_certificate(ca.cert.read_bytes()).subject
+    directory.mkdir(parents=True, exist_ok=True)
+    return _leaf(directory, f"node-{node}", ca_key, ca_name,
+                 _name(f"system:node:{node}", "system:nodes"), ExtendedKeyUsageOID.CLIENT_AUTH)
