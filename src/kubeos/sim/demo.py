@@ -138,6 +138,7 @@ async def run_demo(
         url = fleet.images.publish(tar)
         console.print(f"cluster up in {sum(fleet.startup.values()):.1f} s "
                       f"(work dir {fleet.work}); KubeOS {NEW_VERSION} image served at {url}")
+        console.print(fleet.credentials_note())
         phases: list[tuple[str, dict[str, Any], str, str, Callable[[Path], str] | None]] = [
             (f"upgrade to {NEW_VERSION}",
              upgrade_spec(url, sha256_of(tar), NEW_VERSION, maxunavailable),

@@ -171,6 +171,12 @@ class Fleet:
         self._clients.append(client)
         return client
 
+    @staticmethod
+    def credentials_note() -> str:
+        """One line for the user: who runs with which rights."""
+        return ("operator and proxies run as their ServiceAccounts (config/rbac, config/policy, "
+                "pod-bound tokens); a 401/403 stops the run")
+
     def _refused(self, who: str) -> Callable[[int, str, str], None]:
         def record(code: int, method: str, path: str) -> None:
             if code in (401, 403):

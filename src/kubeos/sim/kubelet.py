@@ -28,6 +28,8 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 
+from kubeos.sim.retry import retrying
+
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "kubeos-sim-kubelet"
@@ -242,10 +244,11 @@ class KubeletStandIn:
         }
 
     async def _post_status(self, node: SimNode) -> None:
-        await self._client.patch(
+        """Apply the node's status as it is now (each retry sends the then current state)."""
+        await retrying(lambda: self._client.patch(
             Node.Status, node.name, self._status_body(node),
             patch_type=PatchType.APPLY, field_manager=self._field_manager, force=True,
-        )
+        ), what=f"status of node {node.name}")
 
     async def _renew_lease(self, node: SimNode) -> None:
         """Renew the node's Lease, owned by the Node so the garbage collector removes it."""
@@ -279,7 +282,7 @@ class KubeletStandIn:
                     await self._renew_lease(node)
                     if post_status:
                         await self._post_status(node)
-                except ApiError as error:
+                except Exception as error:  # an API-server restart must not end the heartbeat
                     log.warning("heartbeat for node %s failed: %s", node.name, error)
 
     # -- pods -------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ class SimMachine:
         self._server: RpcServer | None = None
         self._pending: asyncio.Queue[str] = asyncio.Queue()
         self._loop_task: asyncio.Task[None] | None = None
+        self._reports: set[asyncio.Task[None]] = set()
 
     # -- installation ----------------------------------------------------------------------
 
@@ -150,6 +151,8 @@ class SimMachine:
         self._loop_task = asyncio.create_task(self._reboot_loop(), name=f"machine-{self.name}")
 
     async def stop(self) -> None:
+        for task in list(self._reports):
+            task.cancel()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(BaseException):
@@ -204,7 +207,12 @@ class SimMachine:
         """Agent stops, GRUB picks a slot (trial or fallback), agent starts, kubelet reports."""
         self.reboots.append(reason)
         if self.kubelet is not None:
-            await self.kubelet.set_ready(self.name, False)
+            # reported in the background: a host goes down whether or not the API server
+            # hears about it (its status write is retried until it does)
+            down = asyncio.create_task(self.kubelet.set_ready(self.name, False),
+                                       name=f"notready-{self.name}")
+            self._reports.add(down)
+            down.add_done_callback(self._report_done)
         await self._stop_agent()
         await asyncio.sleep(self.reboot_pause)
         slot = self._grub()
@@ -222,6 +230,11 @@ class SimMachine:
         self.boots += 1
         if self.on_boot is not None:
             self.on_boot(self.name, slot, self.os_image())
+
+    def _report_done(self, task: asyncio.Task[None]) -> None:
+        self._reports.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s: reporting NotReady failed: %s", self.name, task.exception())
 
     def _saved(self) -> str:
         return saved_slot(self.paths.grubenv)

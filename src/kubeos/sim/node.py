@@ -13,7 +13,6 @@ a while).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from kubeos.proxy.controller import ProxyController, ProxySettings
 from kubeos.sim.kubelet import KubeletStandIn
 from kubeos.sim.machine import MachineFaults, SimMachine
+from kubeos.sim.retry import retrying
 from kubeos.sim.rootfs import pretty_name
 
 log = logging.getLogger(__name__)
@@ -140,18 +140,31 @@ class SimNode:
         await self._client.create(pdb)
 
     async def _release_after_cordon(self) -> None:
-        """Once the node is cordoned (its drain began), keep the PDB for ``slow_drain`` s."""
+        """Once the node is cordoned (its drain began), keep the PDB for ``slow_drain`` s.
+
+        Every call is retried through API-server restarts: a helper that died here would leave
+        the PDB in place and block the drain for its whole timeout, a failure of the simulator
+        that would look like one of the product.
+        """
         while True:
-            node = await self._client.get(Node, self.name)
+            node = await retrying(lambda: self._client.get(Node, self.name),
+                                  what=f"{self.name}: slow-drain helper")
             if node.spec is not None and node.spec.unschedulable:
                 break
             await asyncio.sleep(0.5)
         await asyncio.sleep(self.faults.slow_drain)
         log.info("%s: the slow workload's PDB lets go after %.0f s", self.name,
                  self.faults.slow_drain)
-        with contextlib.suppress(ApiError):
-            await self._client.delete(PodDisruptionBudget, self._workload,
-                                      namespace=WORKLOAD_NAMESPACE)
+
+        async def release() -> None:
+            try:
+                await self._client.delete(PodDisruptionBudget, self._workload,
+                                          namespace=WORKLOAD_NAMESPACE)
+            except ApiError as error:
+                if error.status.code != 404:  # already gone is fine; the rest is retried
+                    raise
+
+        await retrying(release, what=f"{self.name}: slow-drain helper")
 
 
 async def cancel_tasks(tasks: list[asyncio.Task[None]], timeout: float) -> None:

@@ -164,6 +164,7 @@ async def run_rehearsal(
     console.print(f"starting a control plane, the operator and {nodes} simulated nodes "
                   f"(KubeOS {plan.start}) ...")
     async with Fleet(options) as fleet:
+        console.print(fleet.credentials_note())
         if (plan.spec.get("opstype") or "upgrade") == "upgrade":
             await asyncio.to_thread(_adapt_image, plan, fleet)
         for note in plan.notes:
