@@ -66,13 +66,21 @@ def demo(nodes: int, maxunavailable: int, phase_timeout: float, no_live: bool) -
               help="Multiply the CR's timeinterval and draintimeout (0.1: ten times faster).")
 @click.option("--timeout", type=float, default=900.0, show_default=True,
               help="Seconds the rollout may take.")
+@click.option("--chaos", is_flag=True,
+              help="While it rolls out: SIGKILL the operator every 6-10 s, restart 3 proxies "
+              "every 4-6 s, restart the kube-apiserver once, drop one reboot request; then "
+              "check the invariants (docs/reliability.md).")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of the chaos schedule (the same seed breaks the same things).")
 def rehearse(path: Path, nodes: int, fails: tuple[str, ...], time_scale: float,
-             timeout: float) -> None:
+             timeout: float, chaos: bool, seed: int) -> None:
     """Run an OS CR against a simulated fleet; report batches, timing and failures.
 
     Exit status: 0 when the rollout completed, 3 when it ended otherwise (halted by
-    maxfailures, paused, ...), 1 when the rehearsal itself failed.
+    maxfailures, paused, ...), 4 when --chaos found an invariant breached, 1 when the
+    rehearsal itself failed.
     """
+    from kubeos.sim.chaos import ChaosPlan
     from kubeos.sim.rehearse import FailSpec, RehearsalError, load_os, run_rehearsal
 
     try:
@@ -81,13 +89,18 @@ def rehearse(path: Path, nodes: int, fails: tuple[str, ...], time_scale: float,
     except RehearsalError as error:
         raise click.UsageError(str(error)) from error
     outcome: list[bool] = []
+    breached: list[str] = []
 
     async def go() -> None:
         result = await run_rehearsal(doc, nodes=nodes, fails=specs, time_scale=time_scale,
-                                     timeout=timeout)
+                                     timeout=timeout,
+                                     chaos=ChaosPlan(seed=seed) if chaos else None)
         outcome.append(result.complete)
+        breached.extend(result.breaches)
 
     _run_async(go())
+    if breached:
+        sys.exit(4)
     if not outcome or not outcome[0]:
         sys.exit(3)
 

@@ -272,6 +272,22 @@ class ControlPlane:
         self._kubeconfig_path = None
         self._apiserver_port = 0
 
+    def kill_apiserver(self) -> None:
+        """SIGKILL the kube-apiserver and start it again on the same port (etcd keeps the data).
+
+        Returns once the new process runs, not once it serves: await :meth:`wait_ready` in a
+        thread so the caller's event loop keeps running meanwhile.
+        """
+        index = next(i for i, p in enumerate(self._processes) if p.name == "kube-apiserver")
+        old = self._processes[index]
+        old.kill()
+        self._processes[index] = ManagedProcess(old.name, old.argv, old.log_path)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the API server answers ``/readyz``."""
+        self._wait_http(f"{self.server_url}/readyz", time.monotonic() + timeout,
+                        context=self._admin_ssl_context())
+
     def check_alive(self) -> None:
         """Raise :class:`ControlPlaneError` if any of the processes has exited."""
         for process in self._processes:

@@ -120,6 +120,8 @@ class Fleet:
         self.requests: Counter[str] = Counter()  # API requests by "proxy" / "kubelet"
         self.refusals: list[str] = []  # 401/403 answers to a proxy: "<node> <method> <path>"
         self.access: Access | None = None
+        self.operator_restarts = 0
+        self._operator_refused = 0.0  # refusals counted by operator processes since killed
         self.startup: dict[str, float] = {}
 
     async def __aenter__(self) -> Fleet:
@@ -183,11 +185,21 @@ class Fleet:
                 self.refusals.append(f"{who} {code} {method} {path}")
         return record
 
+    def restart_operator(self) -> None:
+        """SIGKILL the operator and start a fresh one (its refusals so far are kept)."""
+        if self.operator is None:
+            return
+        self._operator_refused += self._operator_metric(OPERATOR_REFUSED_METRIC)
+        self.operator.kill()
+        self.operator_restarts += 1
+        self._start_operator()
+
     def _start_operator(self) -> None:
         assert self.access is not None
-        kubeconfig = self.access.write_kubeconfig(
-            self.access.token(OPERATOR_ACCOUNT, self.access.operator_pod()),
-            self.work / "operator.kubeconfig")
+        kubeconfig = self.work / "operator.kubeconfig"
+        if not kubeconfig.exists():
+            self.access.write_kubeconfig(
+                self.access.token(OPERATOR_ACCOUNT, self.access.operator_pod()), kubeconfig)
         self.operator_metrics_port = _free_port()
         self.operator = ManagedProcess("os-operator", [
             sys.executable, "-c", OPERATOR_SCRIPT,
@@ -269,7 +281,7 @@ class Fleet:
             )
         if self.refusals:
             raise FleetError(f"the API server refused a proxy: {'; '.join(self.refusals[:5])}")
-        refused = self._operator_metric(OPERATOR_REFUSED_METRIC)
+        refused = self._operator_refused + self._operator_metric(OPERATOR_REFUSED_METRIC)
         if refused:
             raise FleetError(f"the API server refused the operator {refused:.0f} time(s); "
                              f"last log lines:\n{self.operator_log_tail()}")

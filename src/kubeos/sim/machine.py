@@ -60,6 +60,25 @@ class CorruptDownload:
         return self._disk.stage(dataclasses.replace(request, check_sum=wrong), target)
 
 
+class CountedDownloads:
+    """Wraps a source and counts its downloads (``stage`` calls) per image URL: a chaos run
+    checks that a node fetched its image once, however often its proxy was restarted."""
+
+    image_type = "disk"
+
+    def __init__(self, inner: DiskImageSource | CorruptDownload, counts: dict[str, int]) -> None:
+        self._inner = inner
+        self.counts = counts
+
+    def validate(self, request: UpgradeRequest) -> None:
+        self._inner.validate(request)
+
+    def stage(self, request: UpgradeRequest, target: StagingTarget) -> StagedImage:
+        key = str(request.image_url)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self._inner.stage(request, target)
+
+
 @dataclasses.dataclass
 class MachineFaults:
     """What goes wrong on this machine: counts are used up one per occurrence."""
@@ -96,6 +115,7 @@ class SimMachine:
         self.reboot_pause = reboot_pause
         self.reboots: list[str] = []  # reasons of the reboots performed
         self.reboot_requests = 0  # how often the agent asked for a reboot (lost ones included)
+        self.downloads: dict[str, int] = {}  # image URL -> times the agent fetched it
         self.boots = 0  # reboots completed (agent serving again)
         self.booted_slot = ""
         self.service: AgentService | None = None
@@ -173,9 +193,8 @@ class SimMachine:
             loop.call_soon_threadsafe(pending.put_nowait, reason)
 
         # reboot_delay: the answer to upgrade/rollback must leave before the socket closes
-        sources: dict[str, UpgradeSource] = {
-            "disk": CorruptDownload() if self.faults.bad_image else DiskImageSource()
-        }
+        inner = CorruptDownload() if self.faults.bad_image else DiskImageSource()
+        sources: dict[str, UpgradeSource] = {"disk": CountedDownloads(inner, self.downloads)}
         service = AgentService(self.paths, commit_window=self.commit_window, reboot=on_reboot,
                                restart_service=None, reboot_delay=0.2, sources=sources,
                                layout=LAYOUT_DIR)

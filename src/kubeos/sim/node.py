@@ -77,8 +77,12 @@ class SimNode:
         )
         # the harness's client plays the kubelet and the workloads; the proxy has its own
         # (the node's ServiceAccount token in the simulator)
-        self.proxy = ProxyController(name, proxy_client or client, self.machine.client,
+        self._proxy_client = proxy_client or client
+        self._settings = settings
+        self.proxy = ProxyController(name, self._proxy_client, self.machine.client,
                                      settings=settings)
+        self._proxy_task: asyncio.Task[None] | None = None
+        self.proxy_restarts = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, version: str, ca_pem: bytes | None,
@@ -90,7 +94,22 @@ class SimNode:
             await self._blocking_workload()
             self._tasks.append(asyncio.create_task(self._release_after_cordon(),
                                                    name=f"slow-drain-{self.name}"))
-        self._tasks.append(asyncio.create_task(self.proxy.run(), name=f"proxy-{self.name}"))
+        self._start_proxy()
+
+    def _start_proxy(self) -> None:
+        self._proxy_task = asyncio.create_task(self.proxy.run(), name=f"proxy-{self.name}")
+        self._tasks.append(self._proxy_task)
+
+    async def restart_proxy(self, timeout: float = 10.0) -> None:
+        """Stop the proxy (as its pod is deleted) and start a fresh one, as the DaemonSet does:
+        everything it knew is lost; the cluster and the agent are what it starts from."""
+        if self._proxy_task is not None:
+            await cancel_tasks([self._proxy_task], timeout)
+            self._tasks.remove(self._proxy_task)
+        self.proxy = ProxyController(self.name, self._proxy_client, self.machine.client,
+                                     settings=self._settings)
+        self.proxy_restarts += 1
+        self._start_proxy()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop the proxy and the machine; never hangs (a task may swallow a cancellation)."""

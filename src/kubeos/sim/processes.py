@@ -91,6 +91,12 @@ class ManagedProcess:
                 self._signal_group(signal.SIGKILL)
                 self._popen.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the process group and reap it (a crash, for chaos runs)."""
+        if self._popen.poll() is None:
+            self._signal_group(signal.SIGKILL)
+            self._popen.wait()
+
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, sig)

@@ -12,6 +12,7 @@ whether the policy stops where it should.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -20,7 +21,10 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
+from kubeos.sim.chaos import ChaosLog, ChaosPlan, Invariants, drop_reboots, make_chaos
 from kubeos.sim.demo import build_image
 from kubeos.sim.fleet import Fleet, FleetOptions, node_name
 from kubeos.sim.imageserver import CA_FILE, sha256_of
@@ -150,10 +154,13 @@ async def run_rehearsal(
     timeout: float = 600.0,
     console: Console | None = None,
     faults: dict[str, NodeFaults] | None = None,
+    chaos: ChaosPlan | None = None,
 ) -> RolloutResult:
     """Start a fleet, apply the CR (adapted), follow it to its end and print the report.
 
     ``faults`` gives named nodes faults of their own, beside those ``fails`` assigns.
+    With ``chaos``, the operator, proxies and API server are broken while it rolls out, and
+    the result carries the invariants checked and any breach (:mod:`kubeos.sim.chaos`).
     """
     console = console or Console()
     plan = plan_rehearsal(dict(os_doc["spec"]), time_scale)
@@ -171,9 +178,11 @@ async def run_rehearsal(
             console.print(f"[yellow]note[/yellow]: {note}")
         for node, fault in faults.items():
             console.print(f"[yellow]fault[/yellow]: {node}: {_describe(fault)}")
-        result = await run_rollout(fleet, name, plan.spec,
-                                   title=f"{plan.spec.get('opstype', 'upgrade')} {name}",
-                                   timeout=timeout)
+        title = f"{plan.spec.get('opstype', 'upgrade')} {name}"
+        if chaos is None:
+            result = await run_rollout(fleet, name, plan.spec, title=title, timeout=timeout)
+        else:
+            result = await _with_chaos(fleet, chaos, name, plan.spec, title, timeout, console)
     console.print(batches_table(result))
     print_failures(console, result)
     for row in result.nodes.values():
@@ -186,6 +195,52 @@ async def run_rehearsal(
         console.print(f"not started: {len(untouched)} node(s) ({', '.join(untouched[:10])}"
                       f"{' ...' if len(untouched) > 10 else ''})")
     console.print(summary_table([result], nodes))
+    if chaos is not None:
+        table = Table(title=f"invariants under chaos (seed {chaos.seed})")
+        table.add_column("invariant")
+        table.add_column("seen")
+        for key, value in result.invariants.items():
+            table.add_row(key, value)
+        console.print(table)
+        for breach in result.breaches:
+            console.print(f"[red]breach[/red]: {escape(breach)}")
+        if not result.breaches:
+            console.print("no invariant was breached")
+    return result
+
+
+async def _with_chaos(fleet: Fleet, chaos: ChaosPlan, name: str, spec: dict[str, Any],
+                      title: str, timeout: float, console: Console) -> RolloutResult:
+    assert fleet.client is not None
+    done = ChaosLog()
+    drop_reboots(fleet, chaos, done)
+    for node in done.lost_reboots:
+        console.print(f"[yellow]chaos[/yellow]: {node}'s host drops its next reboot request")
+    async with Invariants(fleet.client) as invariants:
+        breaking = asyncio.create_task(make_chaos(fleet, chaos, done), name="chaos")
+        try:
+            result = await run_rollout(fleet, name, spec, title=title, timeout=timeout)
+        finally:
+            breaking.cancel()
+            with contextlib.suppress(BaseException):
+                await breaking
+        await invariants.settle(timeout=60.0)
+
+        def injected(node: str) -> bool:
+            fault = fleet.nodes[node].faults
+            return fault.bad_image or fault.failed_boots > 0
+
+        figures, breaches = invariants.verdict(
+            fleet, int(spec.get("maxunavailable") or 1), injected)
+    result.invariants = {
+        "operator kills / proxy restarts / API-server restarts / lost reboots":
+            f"{done.operator_kills} / {done.proxy_restarts} / {done.apiserver_restarts} / "
+            f"{len(done.lost_reboots)}",
+        **figures,
+        "reboot requests (max per node)": str(max(
+            (n.machine.reboot_requests for n in fleet.nodes.values()), default=0)),
+    }
+    result.breaches = [f"{b.invariant}: {b.detail}" for b in breaches]
     return result
 
 

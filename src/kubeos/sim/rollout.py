@@ -24,6 +24,7 @@ from lightkube.resources.core_v1 import Node
 
 from kubeos.kube.resources import OSInstanceResource, OSResource
 from kubeos.sim.fleet import Fleet
+from kubeos.sim.retry import retrying
 
 POLL = 0.5  # seconds between looks, for every 100 nodes: listing all Nodes and OSInstances
 # is the simulator's own load on the API server, which a 200-node benchmark must not swamp
@@ -63,6 +64,8 @@ class RolloutResult:
     outcome: str = ""  # RolloutComplete, MaxFailuresReached, Paused, ...
     failed_nodes: list[str] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
+    invariants: dict[str, str] = field(default_factory=dict)  # a chaos run's figures
+    breaches: list[str] = field(default_factory=list)  # a chaos run's broken invariants
 
     @property
     def complete(self) -> bool:
@@ -224,7 +227,8 @@ async def _follow(fleet: Fleet, follower: Follower, generation: int, timeout: fl
     title = follower.result.title
     while True:
         fleet.check_alive()
-        os_obj = await follower.look()
+        # retried: a chaos run restarts the API server under us
+        os_obj = await retrying(follower.look, what="following the rollout")
         if on_look is not None:
             on_look(follower)
         if follower.ended(os_obj, generation):
